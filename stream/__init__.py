@@ -1,0 +1,16 @@
+"""callstream: a real-time telephony event processor (Kafka -> Redis -> metrics, offers, alerts)."""
+
+from .config import Policy, QueuePolicy, Settings
+from .errors import CallstreamError, ConfigError, ServiceUnavailable
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CallstreamError",
+    "ConfigError",
+    "Policy",
+    "QueuePolicy",
+    "ServiceUnavailable",
+    "Settings",
+    "__version__",
+]

@@ -1,0 +1,239 @@
+"""Settings (``CALLSTREAM_*`` environment, ``.env``) and the per-queue policy file.
+
+Both are validated once, at start-up, and trusted afterwards. Every default of the
+contract is written here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from datetime import time
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .errors import ConfigError
+
+ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
+_ID_RE = re.compile(ID_PATTERN)
+_DURATION_RE = re.compile(r"^(\d+)([smhd])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+#: Erlang C uses the offered rate and AHT of this window, whether configured or not.
+STAFFING_WINDOW_SECONDS = 900
+
+
+def parse_duration(text: str) -> int:
+    """``"5m"`` -> 300. Durations are whole seconds, minutes, hours or days."""
+    match = _DURATION_RE.match(text.strip())
+    if not match or int(match.group(1)) == 0:
+        raise ValueError(f"{text!r} is not a duration like 30s, 5m, 1h or 1d")
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def format_duration(seconds: int) -> str:
+    """300 -> ``"5m"``: the label a window carries in metrics and the API."""
+    for unit in ("d", "h", "m"):
+        if seconds % _UNIT_SECONDS[unit] == 0:
+            return f"{seconds // _UNIT_SECONDS[unit]}{unit}"
+    return f"{seconds}s"
+
+
+def is_valid_id(value: str) -> bool:
+    """Queue and agent ids become metric labels and key parts: keep them tame."""
+    return bool(_ID_RE.match(value))
+
+
+class Settings(BaseSettings):
+    """Process settings, from ``CALLSTREAM_*`` variables or a ``.env`` file."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CALLSTREAM_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    kafka_bootstrap: str = "localhost:9092"
+    kafka_group: str = "callstream"
+    kafka_start: Literal["window", "earliest", "latest"] = "window"
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = (
+        "PLAINTEXT"
+    )
+    kafka_sasl_mechanism: str = "PLAIN"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = ""
+    kafka_ssl_cafile: str = ""
+    #: Off by default: tansu's memory engine refuses the idempotent producer.
+    kafka_idempotence: bool = False
+    kafka_batch_max: int = Field(default=10_000, ge=1)
+
+    redis_url: str = "redis://localhost:6379/0"
+    mqtt_url: str = ""
+
+    http_host: str = "0.0.0.0"
+    http_port: int = Field(default=8000, ge=0, le=65535)
+    http_token: str = ""
+
+    windows: str = "5m,15m,1h"
+    clock: Literal["wall", "event"] = "wall"
+    policy_file: str = ""
+
+    topic_events: str = "call-events"
+    topic_dlq: str = "call-events-dlq"
+    topic_offers: str = "callback-offers"
+    topic_cancels: str = "callback-cancels"
+    topic_alerts: str = "alerts"
+
+    log_level: str = "INFO"
+
+    @field_validator("windows")
+    @classmethod
+    def _check_windows(cls, value: str) -> str:
+        window_seconds(value)
+        return value
+
+    @property
+    def window_seconds(self) -> list[int]:
+        """Configured windows, shortest first."""
+        return window_seconds(self.windows)
+
+
+def window_seconds(spec: str) -> list[int]:
+    """``"5m,15m,1h"`` -> ``[300, 900, 3600]``."""
+    parts = [p for p in (s.strip() for s in spec.split(",")) if p]
+    if not parts:
+        raise ValueError("CALLSTREAM_WINDOWS needs at least one window, like 5m,15m,1h")
+    try:
+        return sorted({parse_duration(p) for p in parts})
+    except ValueError as exc:
+        raise ValueError(f"CALLSTREAM_WINDOWS: {exc}") from None
+
+
+class CallbackHours(BaseModel):
+    """``"08:00-20:00"``: end exclusive; ``"00:00-24:00"`` all day; may span midnight."""
+
+    start_minute: int
+    end_minute: int
+
+    @classmethod
+    def parse(cls, text: str) -> CallbackHours:
+        match = re.match(r"^(\d\d):(\d\d)-(\d\d):(\d\d)$", text)
+        if not match:
+            raise ValueError(f"{text!r} is not a range like 08:00-20:00")
+        h1, m1, h2, m2 = (int(g) for g in match.groups())
+        if h1 > 23 or m1 > 59 or m2 > 59 or h2 > 24 or (h2 == 24 and m2 != 0):
+            raise ValueError(f"{text!r} has a time outside 00:00-24:00")
+        return cls(start_minute=h1 * 60 + m1, end_minute=h2 * 60 + m2)
+
+    def contains(self, moment: time) -> bool:
+        minute = moment.hour * 60 + moment.minute
+        if self.start_minute <= self.end_minute:
+            return self.start_minute <= minute < self.end_minute
+        return minute >= self.start_minute or minute < self.end_minute
+
+
+class QueuePolicy(BaseModel):
+    """Per-queue thresholds; ``[defaults]`` of the policy file, then ``[queues.X]``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sla_seconds: float = Field(default=20, ge=0)
+    short_abandon_seconds: float = Field(default=5, ge=0)
+    service_level_target: float = Field(default=0.8, gt=0, lt=1)
+    callback_wait_seconds: float = Field(default=120, gt=0)
+    callback_ewt_seconds: float = Field(default=300, gt=0)
+    callback_max_per_caller: int = Field(default=2, ge=0)
+    callback_max_pending: int = Field(default=50, ge=0)
+    callback_max_attempts: int = Field(default=3, ge=1)
+    callback_retry_minutes: float = Field(default=15, gt=0)
+    callback_hours: str = "08:00-20:00"
+    timezone: str = "UTC"
+    alert_window: str = "5m"
+    alert_abandon_ratio: float = Field(default=0.2, gt=0, le=1)
+    alert_min_calls: int = Field(default=10, ge=1)
+    alert_baseline_factor: float = Field(default=3.0, gt=0)
+    alert_resolve_ratio: float = Field(default=0.1, ge=0, le=1)
+    lost_caller_value: float = Field(default=0, ge=0)
+
+    @field_validator("callback_hours")
+    @classmethod
+    def _check_hours(cls, value: str) -> str:
+        CallbackHours.parse(value)
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone like Europe/Paris") from None
+        return value
+
+    @field_validator("alert_window")
+    @classmethod
+    def _check_window(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+
+class Policy(BaseModel):
+    """The policy of every queue: defaults plus per-queue overrides."""
+
+    model_config = ConfigDict(frozen=True)
+
+    defaults: QueuePolicy = QueuePolicy()
+    queues: dict[str, QueuePolicy] = {}
+
+    def for_queue(self, queue_id: str) -> QueuePolicy:
+        return self.queues.get(queue_id, self.defaults)
+
+
+def load_policy(path: str) -> Policy:
+    """Read the TOML policy file; refuse it whole, naming file, key and rule, if wrong."""
+    if not path:
+        return Policy()
+    file = Path(path)
+    try:
+        raw = tomllib.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"CALLSTREAM_POLICY_FILE: {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    unknown = set(raw) - {"defaults", "queues"}
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown table(s) {sorted(unknown)}; allowed: [defaults], [queues.<id>]"
+        )
+    defaults_raw = raw.get("defaults", {})
+    defaults = _queue_policy(path, "defaults", defaults_raw)
+    queues: dict[str, QueuePolicy] = {}
+    for queue_id, overrides in raw.get("queues", {}).items():
+        if not is_valid_id(queue_id):
+            raise ConfigError(
+                f"{path}: [queues.{queue_id}]: a queue id is 1-64 chars of [A-Za-z0-9_.:-]"
+            )
+        queues[queue_id] = _queue_policy(path, f"queues.{queue_id}", defaults_raw | overrides)
+    return Policy(defaults=defaults, queues=queues)
+
+
+def _queue_policy(path: str, table: str, values: object) -> QueuePolicy:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: [{table}] must be a table of settings")
+    try:
+        return QueuePolicy(**values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{table}.{'.'.join(str(p) for p in err['loc'])}: {_describe(err)}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"{path}: {problems}") from None
+
+
+def _describe(err: object) -> str:
+    assert isinstance(err, dict)
+    if err["type"] == "extra_forbidden":
+        return "unknown key; allowed: " + ", ".join(QueuePolicy.model_fields)
+    return str(err["msg"])
