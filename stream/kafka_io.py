@@ -1,0 +1,76 @@
+"""Kafka connection options, producers and topic creation, from settings."""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from .config import Settings
+
+#: Retention given explicitly at creation: tansu reports only configs given then.
+DEFAULT_RETENTION_MS = 7 * 24 * 3600 * 1000
+
+
+def client_options(settings: Settings) -> dict[str, Any]:
+    """Bootstrap, TLS and SASL options shared by every Kafka client."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        options["ssl_context"] = ssl.create_default_context(
+            cafile=settings.kafka_ssl_cafile or None
+        )
+    if settings.kafka_security_protocol.startswith("SASL"):
+        options |= {
+            "sasl_mechanism": settings.kafka_sasl_mechanism,
+            "sasl_plain_username": settings.kafka_sasl_username,
+            "sasl_plain_password": settings.kafka_sasl_password,
+        }
+    return options
+
+
+def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
+    """A producer (not yet started) with acks=all; idempotence only where the broker takes it."""
+    return AIOKafkaProducer(
+        **client_options(settings),
+        acks="all",
+        enable_idempotence=settings.kafka_idempotence,
+        linger_ms=5,
+        **overrides,
+    )
+
+
+async def ensure_topics(settings: Settings, names: list[str], partitions: int = 8) -> None:
+    """Create the topics that do not exist yet (an operator may have made them already)."""
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [
+            NewTopic(name, partitions, 1, topic_configs={"retention.ms": str(DEFAULT_RETENTION_MS)})
+            for name in names
+            if name not in existing
+        ]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        await admin.close()
+
+
+def all_topics(settings: Settings) -> list[str]:
+    """Every topic callstream reads or writes."""
+    return [
+        settings.topic_events,
+        settings.topic_dlq,
+        settings.topic_offers,
+        settings.topic_cancels,
+        settings.topic_alerts,
+    ]
