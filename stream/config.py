@@ -70,6 +70,7 @@ class Settings(BaseSettings):
     kafka_batch_max: int = Field(default=10_000, ge=1)
 
     redis_url: str = "redis://localhost:6379/0"
+    redis_prefix: str = Field(default="cs", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
     mqtt_url: str = ""
 
     http_host: str = "0.0.0.0"

@@ -1,0 +1,260 @@
+"""Queueing formulas for staffing and for checking the simulator: Erlang C and Erlang A.
+
+Pure functions of plain numbers. Rates are per second, times in seconds, load in Erlangs
+(arrival rate × AHT). Erlang C (M/M/c) assumes callers never hang up; Erlang A (M/M/c+M)
+gives each caller an exponential patience and so also predicts abandonment.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+#: Stationary states are kept while their probability is within e**-50 of the largest one.
+_TAIL_LOG_CUTOFF = 50.0
+#: Refuse a truncated chain longer than this: the inputs describe no sensible call centre.
+_MAX_STATES = 1_000_000
+
+
+def erlang_c(agents: int, load: float) -> float:
+    """Probability that a caller waits (Erlang C) with ``agents`` agents and ``load`` Erlangs.
+
+    Computed through the Erlang B recursion ``B(n) = A·B(n-1) / (n + A·B(n-1))``, which never
+    forms ``A**N / N!`` and so stays exact for thousands of agents. 1 when ``agents <= load``:
+    the queue then grows without bound and every caller waits.
+    """
+    _check_agents_and_load(agents, load)
+    if load == 0:
+        return 0.0
+    if agents <= load:
+        return 1.0
+    return _erlang_c_from_b(agents, load, _erlang_b(agents, load))
+
+
+def service_level(agents: int, load: float, aht_seconds: float, target_seconds: float) -> float:
+    """Fraction of callers answered within ``target_seconds`` (Erlang C).
+
+    ``1 - C·exp(-(N - A)·t / AHT)``; 0 when ``agents <= load`` (an unstable queue).
+    """
+    _check_agents_and_load(agents, load)
+    _check_positive("aht_seconds", aht_seconds)
+    if agents <= load:
+        return 0.0
+    return 1.0 - erlang_c(agents, load) * math.exp(-(agents - load) * target_seconds / aht_seconds)
+
+
+def asa(agents: int, load: float, aht_seconds: float) -> float:
+    """Average speed of answer in seconds (Erlang C): ``C·AHT / (N - A)``; inf when unstable."""
+    _check_agents_and_load(agents, load)
+    _check_positive("aht_seconds", aht_seconds)
+    if load == 0:
+        return 0.0
+    if agents <= load:
+        return math.inf
+    return erlang_c(agents, load) * aht_seconds / (agents - load)
+
+
+def agents_required(
+    arrival_rate_per_s: float,
+    aht_seconds: float | None,
+    target_seconds: float,
+    service_level_target: float,
+) -> int | None:
+    """Smallest number of agents whose Erlang C service level reaches the target.
+
+    0 when no calls arrive (whatever the AHT); None while the AHT is unknown or not positive.
+    Walks up from the first stable staffing, extending the Erlang B recursion one agent at a
+    time, so the cost is linear in the answer.
+    """
+    if arrival_rate_per_s < 0:
+        raise ValueError(f"arrival_rate_per_s must be >= 0, got {arrival_rate_per_s}")
+    if not 0 < service_level_target < 1:
+        raise ValueError(f"service_level_target must be in (0, 1), got {service_level_target}")
+    if arrival_rate_per_s == 0:
+        return 0
+    if aht_seconds is None or aht_seconds <= 0:
+        return None
+    load = arrival_rate_per_s * aht_seconds
+    agents = math.floor(load) + 1
+    blocking = _erlang_b(agents, load)
+    while True:
+        waiting = _erlang_c_from_b(agents, load, blocking)
+        reached = 1.0 - waiting * math.exp(-(agents - load) * target_seconds / aht_seconds)
+        if reached >= service_level_target:
+            return agents
+        agents += 1
+        blocking = load * blocking / (agents + load * blocking)
+
+
+@dataclass(frozen=True)
+class ErlangA:
+    """Per-arrival outcome probabilities of an M/M/c+M queue (Erlang A).
+
+    ``answered_within``: answered with a wait ≤ the target; ``abandoned``: hung up while
+    waiting; ``short_abandoned``: hung up with a wait < the short-abandon threshold.
+    """
+
+    answered_within: float
+    abandoned: float
+    short_abandoned: float
+
+    @property
+    def answered(self) -> float:
+        """Every caller who does not abandon is answered eventually."""
+        return 1.0 - self.abandoned
+
+    @property
+    def service_level(self) -> float:
+        """The contract's service level, answered_in_sla ÷ (answered + abandoned − short).
+
+        Short abandons leave the divisor, so this is the ratio of the per-arrival
+        probabilities: what the measured figure converges to over a long stationary run.
+        """
+        return self.answered_within / (1.0 - self.short_abandoned)
+
+    @property
+    def abandon_ratio(self) -> float:
+        """The contract's abandon ratio, (abandoned − short) ÷ (answered + abandoned − short)."""
+        return (self.abandoned - self.short_abandoned) / (1.0 - self.short_abandoned)
+
+
+def erlang_a(
+    agents: int,
+    arrival_rate_per_s: float,
+    aht_seconds: float,
+    patience_seconds: float,
+    target_seconds: float,
+    short_abandon_seconds: float = 0.0,
+) -> ErlangA:
+    """Erlang A (M/M/c+M, FCFS): Poisson arrivals, exponential handle times, exponential
+    patience with mean ``patience_seconds`` (``math.inf``: callers never hang up, Erlang C).
+
+    Method, exact up to a truncation error below e**-50:
+
+    1. The number in system is a birth–death chain with birth rate λ and death rate
+       ``min(n, c)·μ + max(n − c, 0)·γ`` (μ = 1/AHT, γ = 1/patience). Its stationary law
+       is built in log space (no overflow for large loads) and cut where it is negligible.
+    2. By PASTA an arrival sees that law. Abandonment follows from flow balance:
+       ``P(abandon) = γ·E[calls waiting] / λ``.
+    3. An arrival that finds ``c + i`` calls waits behind ``i`` others. Under FCFS only the
+       calls ahead matter: it moves up at rate ``c·μ + i·γ`` (an answer or an abandon ahead)
+       and hangs up itself at rate γ. That small absorbing chain, started from the
+       arrival's view, is integrated in time by uniformization (a Poisson mixture of
+       matrix-free steps, all terms positive): the flow into "answered" up to the target
+       and the flow into "abandoned" up to the short-abandon threshold.
+
+    With infinite patience and ``agents <= load`` the queue is unstable: no caller is
+    answered within any finite target and none abandons.
+    """
+    _check_agents_and_load(agents, arrival_rate_per_s, "arrival_rate_per_s")
+    _check_positive("aht_seconds", aht_seconds)
+    _check_positive("patience_seconds", patience_seconds)
+    if arrival_rate_per_s == 0:
+        return ErlangA(answered_within=1.0, abandoned=0.0, short_abandoned=0.0)
+    service_rate = 1.0 / aht_seconds
+    patience_rate = 0.0 if math.isinf(patience_seconds) else 1.0 / patience_seconds
+    if patience_rate == 0 and arrival_rate_per_s >= agents * service_rate:
+        return ErlangA(answered_within=0.0, abandoned=0.0, short_abandoned=0.0)
+
+    in_system = _stationary(agents, arrival_rate_per_s, service_rate, patience_rate)
+    found_waiting = in_system[agents:]
+    mean_waiting = sum(i * p for i, p in enumerate(found_waiting))
+    answered_at_once = sum(in_system[:agents])
+    answered_later, _ = _tagged_flows(
+        found_waiting, agents * service_rate, patience_rate, target_seconds
+    )
+    _, short_abandoned = _tagged_flows(
+        found_waiting, agents * service_rate, patience_rate, short_abandon_seconds
+    )
+    return ErlangA(
+        answered_within=answered_at_once + answered_later,
+        abandoned=patience_rate * mean_waiting / arrival_rate_per_s,
+        short_abandoned=short_abandoned,
+    )
+
+
+def _erlang_b(agents: int, load: float) -> float:
+    blocking = 1.0
+    for n in range(1, agents + 1):
+        blocking = load * blocking / (n + load * blocking)
+    return blocking
+
+
+def _erlang_c_from_b(agents: int, load: float, blocking: float) -> float:
+    return agents * blocking / (agents - load * (1.0 - blocking))
+
+
+def _stationary(
+    agents: int, arrival_rate: float, service_rate: float, patience_rate: float
+) -> list[float]:
+    """Stationary probabilities of 0, 1, 2, … calls in system, truncated and normalised."""
+    log_arrival = math.log(arrival_rate)
+    logs = [0.0]
+    peak = 0.0
+    n = 0
+    while True:
+        n += 1
+        death = min(n, agents) * service_rate + max(n - agents, 0) * patience_rate
+        logs.append(logs[-1] + log_arrival - math.log(death))
+        peak = max(peak, logs[-1])
+        # Past c, once deaths outpace arrivals, the terms only shrink: stop when negligible.
+        if n > agents and death > arrival_rate and logs[-1] < peak - _TAIL_LOG_CUTOFF:
+            break
+        if n >= _MAX_STATES:
+            raise ValueError("the queue is too close to unstable to evaluate Erlang A")
+    weights = [math.exp(value - peak) for value in logs]
+    total = sum(weights)
+    return [w / total for w in weights]
+
+
+def _tagged_flows(
+    start: list[float], head_rate: float, patience_rate: float, horizon: float
+) -> tuple[float, float]:
+    """Probability mass answered, and abandoned, within ``horizon`` for waiting arrivals.
+
+    ``start[i]`` is the probability that an arrival finds ``i`` calls ahead of it in queue.
+    Uniformization at rate Λ: ``∫₀ᵗ p(x) dx = Σₖ vₖ · P(Poisson(Λt) > k) / Λ`` where ``vₖ``
+    is the state after k steps of the jump chain, so each flow is a positive series.
+    """
+    if horizon <= 0 or not start:
+        return 0.0, 0.0
+    uniform_rate = head_rate + len(start) * patience_rate
+    survival = _poisson_survival(uniform_rate * horizon)
+    advance = [(head_rate + i * patience_rate) / uniform_rate for i in range(len(start))]
+    stay = [1.0 - a - patience_rate / uniform_rate for a in advance]
+    hang_up = patience_rate / uniform_rate
+    state = list(start)
+    answered = abandoned = 0.0
+    for weight in survival:
+        answered += weight * state[0] * advance[0]
+        abandoned += weight * sum(state) * hang_up
+        state = [
+            state[i] * stay[i] + (state[i + 1] * advance[i + 1] if i + 1 < len(state) else 0.0)
+            for i in range(len(state))
+        ]
+    return answered, abandoned
+
+
+def _poisson_survival(mean: float) -> list[float]:
+    """``P(Poisson(mean) > k)`` for k = 0, 1, … until it is negligible (below 1e-17)."""
+    last = int(mean + 12.0 * math.sqrt(mean) + 40.0)
+    pmf = [math.exp(-mean + k * math.log(mean) - math.lgamma(k + 1)) for k in range(last + 1)]
+    survival = []
+    tail = 0.0
+    for probability in reversed(pmf):
+        survival.append(tail)
+        tail += probability
+    survival.reverse()
+    return survival
+
+
+def _check_agents_and_load(agents: int, load: float, load_name: str = "load") -> None:
+    if agents < 0:
+        raise ValueError(f"agents must be >= 0, got {agents}")
+    if not load >= 0:
+        raise ValueError(f"{load_name} must be >= 0, got {load}")
+
+
+def _check_positive(name: str, value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{name} must be > 0, got {value}")

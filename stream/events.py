@@ -1,0 +1,218 @@
+"""Contract events (§1): parsing, validation and the machine-readable reasons for rejecting one.
+
+A bad message is data, not an exception: :func:`parse` returns a :class:`Rejection` whose
+``reason`` becomes the ``callstream-error`` header on the dead-letter topic.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    TypeAdapter,
+    ValidationError,
+)
+
+from .config import ID_PATTERN
+
+#: Events dated further ahead of the wall clock than this are refused.
+MAX_FUTURE_MS = 5 * 60 * 1000
+SCHEMA_VERSION = 1
+
+_RFC3339 = re.compile(
+    r"^\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d{1,9})?([Zz]|[+-]\d\d:\d\d)$"
+)
+_CALLER_KEEP = re.compile(r"[^\d+]")
+_AGENT_STATES = ("available", "busy", "wrapup", "away", "offline")
+AgentState = Literal["available", "busy", "wrapup", "away", "offline"]
+
+
+def _ts_ms(value: Any) -> int:
+    """RFC 3339 with offset, or a number of Unix epoch seconds, to epoch milliseconds."""
+    if isinstance(value, bool):
+        raise ValueError("ts is not a time")
+    if isinstance(value, int | float):
+        return round(value * 1000)
+    if not isinstance(value, str) or not _RFC3339.match(value):
+        raise ValueError("ts is not RFC 3339 with an offset")
+    text = value
+    fraction = re.search(r"\.(\d+)", text)
+    if fraction and len(fraction.group(1)) > 6:  # fromisoformat takes microseconds at most
+        text = text.replace(fraction.group(0), "." + fraction.group(1)[:6])
+    parsed = datetime.fromisoformat(text.replace("z", "Z").replace("t", "T"))
+    return round(parsed.timestamp() * 1000)
+
+
+def normalise_caller(value: Any) -> str | None:
+    """Keep digits and a leading ``+``; a withheld or non-numeric caller is no caller."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError("caller is not a string")
+    digits = _CALLER_KEEP.sub("", value)
+    digits = digits[:1] + digits[1:].replace("+", "")
+    return digits if any(c.isdigit() for c in digits) else None
+
+
+def _printable(value: Any) -> Any:
+    if isinstance(value, str) and not value.isprintable():
+        raise ValueError("call_id has a non-printable character")
+    return value
+
+
+Ts = Annotated[int, BeforeValidator(_ts_ms)]
+QueueId = Annotated[str, Field(pattern=ID_PATTERN)]
+AgentId = Annotated[str, Field(pattern=ID_PATTERN)]
+CallId = Annotated[str, Field(min_length=1, max_length=128), BeforeValidator(_printable)]
+Caller = Annotated[str | None, BeforeValidator(normalise_caller)]
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
+
+    event_id: Annotated[str, Field(min_length=1, max_length=128)]
+    ts: Ts
+    schema_: Annotated[StrictInt, Field(alias="schema")] = SCHEMA_VERSION
+
+
+class CallQueued(_Event):
+    type: Literal["call.queued"]
+    call_id: CallId
+    queue_id: QueueId
+    caller: Caller = None
+    priority: StrictInt | None = None
+
+
+class CallAnswered(_Event):
+    type: Literal["call.answered"]
+    call_id: CallId
+    queue_id: QueueId
+    agent_id: AgentId
+
+
+class CallAbandoned(_Event):
+    type: Literal["call.abandoned"]
+    call_id: CallId
+    queue_id: QueueId
+
+
+class CallbackAccepted(_Event):
+    type: Literal["call.callback_accepted"]
+    call_id: CallId
+    queue_id: QueueId
+
+
+class CallbackAttempt(_Event):
+    type: Literal["call.callback_attempt"]
+    call_id: CallId
+    queue_id: QueueId
+    offer_id: Annotated[str, Field(min_length=1, max_length=128)]
+    result: Literal["answered", "no_answer", "busy", "failed"]
+
+
+class CallTransferred(_Event):
+    type: Literal["call.transferred"]
+    call_id: CallId
+    queue_id: QueueId
+    to_queue_id: QueueId
+    agent_id: AgentId | None = None
+
+
+class CallEnded(_Event):
+    type: Literal["call.ended"]
+    call_id: CallId
+    queue_id: QueueId
+    agent_id: AgentId | None = None
+
+
+class AgentStateChanged(_Event):
+    type: Literal["agent.state"]
+    agent_id: AgentId
+    state: AgentState
+    queues: list[QueueId]
+
+
+CallEvent = (
+    CallQueued
+    | CallAnswered
+    | CallAbandoned
+    | CallbackAccepted
+    | CallbackAttempt
+    | CallTransferred
+    | CallEnded
+)
+Event = CallEvent | AgentStateChanged
+EVENT_TYPES: tuple[str, ...] = (
+    "call.queued",
+    "call.answered",
+    "call.abandoned",
+    "call.callback_accepted",
+    "call.callback_attempt",
+    "call.transferred",
+    "call.ended",
+    "agent.state",
+)
+_ADAPTER: TypeAdapter[Event] = TypeAdapter(
+    Annotated[Event, Field(discriminator="type")]  # type: ignore[arg-type]
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why a message cannot be applied; ``event_type`` is ``unknown`` without a valid type."""
+
+    reason: str
+    detail: str
+    event_type: str = "unknown"
+
+
+def parse(value: bytes | None, wall_now_ms: int) -> Event | Rejection:
+    """Validate one Kafka message value against the contract."""
+    if value is None:
+        return Rejection("invalid_json", "empty message value")
+    try:
+        event = _ADAPTER.validate_json(value)
+    except ValidationError as exc:
+        return _rejection(exc, value)
+    if event.schema_ != SCHEMA_VERSION:
+        return Rejection(
+            "unsupported_schema", f"schema {event.schema_} is not {SCHEMA_VERSION}", event.type
+        )
+    if event.ts > wall_now_ms + MAX_FUTURE_MS:
+        return Rejection("future_ts", "ts is more than 5 minutes ahead of the clock", event.type)
+    return event
+
+
+def _rejection(exc: ValidationError, value: bytes) -> Rejection:
+    error = exc.errors(include_url=False)[0]
+    kind = error["type"]
+    loc = [str(part) for part in error["loc"]]
+    if kind == "json_invalid" or kind == "json_type":
+        return Rejection("invalid_json", "value is not valid JSON")
+    if kind in ("model_attributes_type", "model_type", "dict_type") and len(loc) <= 1:
+        return Rejection("not_an_object", "value is not a JSON object")
+    if kind == "union_tag_not_found":
+        return Rejection("missing_field:type", "no type field")
+    if kind == "union_tag_invalid":
+        return Rejection("unknown_type", "type is not one of " + ", ".join(EVENT_TYPES))
+    event_type = loc[0] if loc and loc[0] in EVENT_TYPES else "unknown"
+    field = loc[1] if len(loc) > 1 else "?"
+    if field == "schema":
+        field = "schema"
+    if kind == "missing":
+        return Rejection(f"missing_field:{field}", f"{field} is required", event_type)
+    if field in ("queue_id", "agent_id", "to_queue_id", "call_id", "event_id", "offer_id") or (
+        field == "queues" and kind == "string_pattern_mismatch"
+    ):
+        return Rejection(f"bad_id:{field}", f"{field}: {error['msg']}", event_type)
+    if field == "ts":
+        return Rejection("bad_ts", "ts is not RFC 3339 with an offset or epoch seconds", event_type)
+    return Rejection(f"bad_value:{field}", f"{field}: {error['msg']}", event_type)

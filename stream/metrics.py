@@ -1,0 +1,112 @@
+"""Prometheus families (contract §5): queue figures from the snapshot, pipeline health live.
+
+Queue figures are read from Redis by the snapshot refresher, so every instance exports
+the same numbers and a scrape never waits on Redis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .figures import AGENT_STATES, OUTCOMES
+from .web.hub import SnapshotHub
+
+OFFER_KINDS = ("wait_threshold", "ewt_threshold", "missed_call")
+ALERT_KINDS = ("abandonment_spike",)
+_RATIOS = (
+    ("callstream_queue_service_level_ratio", "service_level",
+     "answered_in_sla / (answered + abandoned - short_abandoned), known waits only"),
+    ("callstream_queue_abandon_ratio", "abandon_ratio",
+     "(abandoned - short_abandoned) / (answered + abandoned - short_abandoned)"),
+    ("callstream_queue_asa_seconds", "asa_seconds", "Mean wait of answered calls"),
+    ("callstream_queue_aht_seconds", "aht_seconds", "Mean handle time of legs ended"),
+)
+
+
+class QueueCollector(Collector):
+    """Exports the latest snapshot of every queue."""
+
+    def __init__(self, hub: SnapshotHub) -> None:
+        self.hub = hub
+
+    def collect(self) -> Iterator[Metric]:
+        queues: list[dict[str, Any]] = self.hub.snapshot["queues"]
+        waiting = GaugeMetricFamily("callstream_queue_calls_waiting", "Calls waiting now",
+                                    labels=["queue"])
+        longest = GaugeMetricFamily("callstream_queue_longest_wait_seconds",
+                                    "Wait of the oldest waiting call", labels=["queue"])
+        ewt = GaugeMetricFamily("callstream_queue_ewt_seconds",
+                                "Estimated wait for a caller joining now", labels=["queue"])
+        agents = GaugeMetricFamily("callstream_queue_agents", "Agents per state",
+                                   labels=["queue", "state"])
+        required = GaugeMetricFamily("callstream_queue_agents_required",
+                                     "Agents needed to meet the service level target (Erlang C)",
+                                     labels=["queue"])
+        window_calls = GaugeMetricFamily("callstream_queue_window_calls",
+                                         "Calls per outcome over a rolling window",
+                                         labels=["queue", "window", "outcome"])
+        ratios = {
+            key: GaugeMetricFamily(name, doc, labels=["queue", "window"])
+            for name, key, doc in _RATIOS
+        }
+        totals = CounterMetricFamily("callstream_calls", "Calls per outcome since the start",
+                                     labels=["queue", "outcome"])
+        offers = CounterMetricFamily("callstream_callback_offers", "Callback offers sent",
+                                     labels=["queue", "kind"])
+        firing = GaugeMetricFamily("callstream_alert_firing", "1 while an alert fires",
+                                   labels=["queue", "kind"])
+        for queue in queues:
+            q = queue["queue_id"]
+            waiting.add_metric([q], queue["waiting"])
+            longest.add_metric([q], queue["longest_wait_seconds"])
+            if queue["ewt_seconds"] is not None:
+                ewt.add_metric([q], queue["ewt_seconds"])
+            if queue["agents_required"] is not None:
+                required.add_metric([q], queue["agents_required"])
+            for state in AGENT_STATES:
+                agents.add_metric([q, state], queue["agents"][state])
+            for window, figures in queue["windows"].items():
+                for outcome in OUTCOMES:
+                    window_calls.add_metric([q, window, outcome], figures[outcome])
+                for key, family in ratios.items():
+                    if figures[key] is not None:
+                        family.add_metric([q, window], figures[key])
+            for outcome in OUTCOMES:
+                totals.add_metric([q, outcome], queue["totals"][outcome])
+            sent = queue.get("callback_offers", {})
+            for kind in OFFER_KINDS:
+                offers.add_metric([q, kind], sent.get(kind, 0))
+            alerts = {a["kind"] for a in queue.get("alerts", []) if a["status"] == "firing"}
+            for kind in ALERT_KINDS:
+                firing.add_metric([q, kind], 1 if kind in alerts else 0)
+        yield from (waiting, longest, ewt, agents, required, window_calls, *ratios.values(),
+                    totals, offers, firing)
+
+
+class PipelineMetrics:
+    """This instance's pipeline health: results per message, event delay, consumer lag."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.events = Counter("callstream_events", "Consumed messages by type and result",
+                              ["type", "result"], registry=registry)
+        self.delay = Histogram(
+            "callstream_event_delay_seconds", "Processing time minus event time",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300,
+                     3600),
+            registry=registry,
+        )
+        self.lag = Gauge("callstream_consumer_lag_messages",
+                         "Messages behind the end of each assigned partition", ["partition"],
+                         registry=registry)
+
+
+def build_registry(hub: SnapshotHub) -> tuple[CollectorRegistry, PipelineMetrics]:
+    """A registry of its own (not the global one), so tests can run many processors."""
+    registry = CollectorRegistry()
+    registry.register(QueueCollector(hub))
+    return registry, PipelineMetrics(registry)

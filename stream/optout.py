@@ -1,0 +1,55 @@
+"""`callstream optout add|remove|list NUMBER`: the callback opt-out list, kept in Redis."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from .config import Settings
+from .errors import ConfigError
+from .events import normalise_caller
+from .state.keys import KeySpace
+
+
+async def _change(action: str, number: str | None) -> list[str]:
+    settings = Settings()
+    key = KeySpace(settings.redis_prefix).optout
+    client = aioredis.Redis.from_url(settings.redis_url)
+    try:
+        if action == "list":
+            return sorted(n.decode() for n in await client.smembers(key))
+        assert number is not None
+        normalised = normalise_caller(number)
+        if normalised is None:
+            raise ConfigError(f"{number!r} is not a phone number (digits, optional leading +)")
+        if action == "add":
+            await client.sadd(key, normalised)
+        else:
+            await client.srem(key, normalised)
+        return [normalised]
+    finally:
+        await client.aclose()
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.action != "list" and not args.number:
+        raise ConfigError(f"optout {args.action} needs a NUMBER")
+    numbers = asyncio.run(_change(args.action, args.number))
+    if args.action == "list":
+        print("\n".join(numbers) if numbers else "(the opt-out list is empty)")
+    else:
+        print(f"{'added' if args.action == 'add' else 'removed'}: {numbers[0]}")
+    return 0
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser(
+        "optout", help="manage the callback opt-out list (kept in Redis)",
+        description="Callers on the opt-out list never get a callback offer. Numbers are "
+                    "normalised (digits, optional leading +) before they are stored.")
+    parser.add_argument("action", choices=("add", "remove", "list"))
+    parser.add_argument("number", nargs="?", help="the phone number (E.164 or national)")
+    parser.set_defaults(func=_run)

@@ -1,0 +1,75 @@
+"""`callstream run`: wires the consumer, the snapshot refresher and the HTTP server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+from aiokafka.errors import KafkaError
+from redis.exceptions import RedisError
+
+from .config import Policy, Settings
+from .consume import Consumer, Health, Outage
+from .kafka_io import all_topics, ensure_topics
+from .metrics import build_registry
+from .snapshots import SnapshotRefresher, bucket_windows
+from .state.keys import KeySpace
+from .state.store import StateStore
+from .web.app import build_app
+from .web.hub import SnapshotHub
+
+log = logging.getLogger(__name__)
+
+
+async def _until_reachable(what: Outage, stop: asyncio.Event, attempt: object) -> bool:
+    """Retry ``attempt`` with backoff until it succeeds (True) or ``stop`` is set (False)."""
+    backoff = 0.1
+    while not stop.is_set():
+        try:
+            await attempt()  # type: ignore[operator]
+            what.recovered()
+            return True
+        except (RedisError, KafkaError, OSError) as exc:
+            what.failed(exc)
+            try:
+                await asyncio.wait_for(stop.wait(), backoff)
+            except TimeoutError:
+                backoff = min(backoff * 2, 2.0)
+    return False
+
+
+async def run_processor(settings: Settings, policy: Policy, stop: asyncio.Event) -> None:
+    """Run until ``stop`` is set; then finish the batch in flight, commit and return."""
+    hub = SnapshotHub()
+    registry, metrics = build_registry(hub)
+    health = Health()
+    app = build_app(hub, registry, health, settings.http_token)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.http_host, settings.http_port)
+    await site.start()
+    log.info("serving http://%s:%d/ (metrics, api, wallboard)", settings.http_host,
+             settings.http_port)
+    store: StateStore | None = None
+    try:
+        windows = bucket_windows(settings.window_seconds)
+        holder: list[StateStore] = []
+
+        async def connect() -> None:
+            holder.append(await StateStore.connect(settings.redis_url, windows,
+                                              KeySpace(settings.redis_prefix)))
+
+        if not await _until_reachable(Outage("Redis", "CALLSTREAM_REDIS_URL"), stop, connect):
+            return
+        store = holder[0]
+        if not await _until_reachable(Outage("Kafka", "CALLSTREAM_KAFKA_BOOTSTRAP"), stop,
+                                      lambda: ensure_topics(settings, all_topics(settings))):
+            return
+        consumer = Consumer(settings, policy, store, metrics, health)
+        refresher = SnapshotRefresher(settings, policy, store, hub, health)
+        await asyncio.gather(consumer.run(stop), refresher.run(stop))
+    finally:
+        await runner.cleanup()
+        if store is not None:
+            await store.close()

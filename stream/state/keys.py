@@ -1,0 +1,55 @@
+"""Every Redis key callstream uses. Nothing else builds a key name.
+
+Per-queue keys share one hash tag, ``{q:<queue_id>}``, so a queue's state sits in one
+Redis Cluster slot and its batch applies in one atomic script call. The suffixes below a
+queue's prefix are named in the Lua scripts beside this file. The root
+(``CALLSTREAM_REDIS_PREFIX``) lets several deployments, or a demo, share one Redis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class KeySpace:
+    """The key names under one root."""
+
+    root: str = "cs"
+
+    @property
+    def queues(self) -> str:
+        """Set of every queue id seen, so a queue's series exist from its first event."""
+        return f"{self.root}:queues"
+
+    @property
+    def event_clock(self) -> str:
+        """Newest applied event time (ms): the ``clock=event`` now of all instances."""
+        return f"{self.root}:clock"
+
+    @property
+    def agents(self) -> str:
+        """Prefix of the agent keys: one slot; per-queue counts are derived on read."""
+        return f"{self.root}:{{agents}}"
+
+    @property
+    def agent_states(self) -> str:
+        """Hash agent_id -> "state|queue,queue" (written by apply_agents.lua)."""
+        return f"{self.agents}:state"
+
+    @property
+    def optout(self) -> str:
+        """Set of normalised caller numbers that never get a callback offer."""
+        return f"{self.root}:optout"
+
+    def queue(self, queue_id: str) -> str:
+        """The prefix of one queue's keys."""
+        return f"{self.root}:{{q:{queue_id}}}"
+
+    def checkpoint(self, topic: str) -> str:
+        """Hash partition -> last offset of the last batch Redis applied whole."""
+        return f"{self.root}:checkpoint:{topic}"
+
+    def dead_lettered(self, topic: str) -> str:
+        """Hash partition -> last offset copied to the dead-letter topic (sent once)."""
+        return f"{self.root}:dead-lettered:{topic}"

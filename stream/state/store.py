@@ -1,0 +1,213 @@
+"""The Redis state store: the only module that speaks Redis for queue state.
+
+Writes go through two Lua scripts, one atomic call per queue (and one for agents) per
+batch, all of a batch's calls in one pipelined round trip. Reads go through one script
+per queue. Each script call also records the partition offsets it applied, so a replay
+after any crash skips exactly what was applied.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
+
+from .keys import KeySpace
+
+Redis = aioredis.Redis | aioredis.RedisCluster
+#: Dedup marks live at least this long after their last write (contract: at least 24 h).
+DEDUP_TTL_S = 25 * 3600
+#: A leg idle this long is forgotten (its late events then count as orphans).
+LEG_TTL_MS = 24 * 3600 * 1000
+#: Buckets outlive their window by this much: events may be up to 5 min in the future.
+BUCKET_TTL_EXTRA_S = 360
+
+
+def _script(name: str) -> str:
+    return resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
+
+
+@dataclass
+class QueueWrite:
+    """One queue's share of a batch: rows for apply_queue.lua, in consumption order."""
+
+    queue_id: str
+    rows: list[list[Any]] = field(default_factory=list)
+
+
+@dataclass
+class BatchWrite:
+    """Everything one batch writes, sent in one round trip."""
+
+    queues: dict[str, QueueWrite] = field(default_factory=dict)
+    agent_rows: list[list[Any]] = field(default_factory=list)
+    #: partition -> last offset of the batch, recorded once every script call succeeded.
+    checkpoint: dict[int, int] = field(default_factory=dict)
+    new_queues: set[str] = field(default_factory=set)
+    #: partition -> last offset sent to the dead-letter topic in this batch
+    dead_lettered: dict[int, int] = field(default_factory=dict)
+    newest_ts_ms: int | None = None
+
+    def queue(self, queue_id: str) -> QueueWrite:
+        write = self.queues.get(queue_id)
+        if write is None:
+            write = self.queues[queue_id] = QueueWrite(queue_id)
+        return write
+
+
+@dataclass(frozen=True)
+class QueueRules:
+    """The per-queue thresholds the apply script needs, in milliseconds."""
+
+    sla_ms: int
+    short_ms: int
+
+
+class StateStore:
+    """Queue and agent state in Redis, shared by every processor instance."""
+
+    def __init__(self, client: Redis, windows: list[tuple[int, int]],
+                 keys: KeySpace | None = None) -> None:
+        self.client = client
+        self.keys = keys or KeySpace()
+        self.windows = windows
+        self._sources = {
+            name: _script(f"{name}.lua") for name in ("apply_queue", "apply_agents", "read_queue")
+        }
+        self._shas: dict[str, str] = {}
+        self._ready_scripts = False
+
+    @classmethod
+    async def connect(cls, url: str, windows: list[tuple[int, int]], keys: KeySpace
+                      ) -> StateStore:
+        """Connect to a Redis server or, when ``url`` names a Cluster node, the Cluster."""
+        client: Redis = aioredis.Redis.from_url(url)
+        try:
+            info = await client.info("cluster")
+            if info.get("cluster_enabled"):
+                await client.aclose()
+                client = aioredis.RedisCluster.from_url(url)
+        except Exception:
+            await client.aclose()
+            raise
+        return cls(client, windows, keys)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    async def load_scripts(self) -> None:
+        """(Re)load the Lua scripts; needed after a Redis restart empties its script cache."""
+        for name, source in self._sources.items():
+            self._shas[name] = await self.client.script_load(source)
+        self._ready_scripts = True
+
+    async def ping(self) -> bool:
+        return bool(await self.client.ping())
+
+    async def apply(self, batch: BatchWrite, rules: dict[str, QueueRules], topic: str,
+                    now_ms: int) -> tuple[dict[str, str], str]:
+        """Apply a batch; returns result letters per queue and for the agent rows.
+
+        Safe to call again with the same batch after any failure: offsets already applied
+        are skipped by the scripts.
+        """
+        if not self._ready_scripts:
+            await self.load_scripts()
+        try:
+            return await self._apply(batch, rules, topic, now_ms)
+        except NoScriptError:
+            await self.load_scripts()
+            return await self._apply(batch, rules, topic, now_ms)
+
+    async def _apply(self, batch: BatchWrite, rules: dict[str, QueueRules], topic: str,
+                     now_ms: int) -> tuple[dict[str, str], str]:
+        pipe = self.client.pipeline(transaction=False)
+        if batch.new_queues:
+            pipe.sadd(self.keys.queues, *batch.new_queues)
+        if batch.dead_lettered:
+            pipe.hset(self.keys.dead_lettered(topic), mapping=batch.dead_lettered)  # type: ignore[arg-type]
+        order = list(batch.queues)
+        for queue_id in order:
+            rule = rules[queue_id]
+            config = {
+                "now": now_ms, "sla_ms": rule.sla_ms, "short_ms": rule.short_ms,
+                "windows": self.windows, "leg_ttl_ms": LEG_TTL_MS,
+                "dedup_ttl_s": DEDUP_TTL_S, "bucket_ttl_extra_s": BUCKET_TTL_EXTRA_S,
+            }
+            pipe.evalsha(self._shas["apply_queue"], 1, self.keys.queue(queue_id),
+                         json.dumps(config), json.dumps(batch.queues[queue_id].rows))
+        if batch.agent_rows:
+            pipe.evalsha(self._shas["apply_agents"], 1, self.keys.agents,
+                         json.dumps({"dedup_ttl_s": DEDUP_TTL_S}), json.dumps(batch.agent_rows))
+        replies = await pipe.execute()
+        # Written only after every script call succeeded; on one Redis its AOF keeps a
+        # prefix of the writes, so a surviving checkpoint implies surviving state.
+        tail = self.client.pipeline(transaction=False)
+        if batch.checkpoint:
+            tail.hset(self.keys.checkpoint(topic), mapping=batch.checkpoint)  # type: ignore[arg-type]
+        if batch.newest_ts_ms is not None:
+            tail.eval(_RAISE_CLOCK, 1, self.keys.event_clock, batch.newest_ts_ms)
+        if batch.checkpoint or batch.newest_ts_ms is not None:
+            await tail.execute()
+        replies = replies[bool(batch.new_queues) + bool(batch.dead_lettered):]
+        results = {q: replies[i].decode() for i, q in enumerate(order)}
+        agents = replies[len(order)].decode() if batch.agent_rows else ""
+        return results, agents
+
+    async def checkpoints(self, topic: str) -> dict[int, int]:
+        """partition -> last offset of the last batch applied whole."""
+        return await self._offsets(self.keys.checkpoint(topic))
+
+    async def dead_lettered(self, topic: str) -> dict[int, int]:
+        """partition -> last offset copied to the dead-letter topic."""
+        return await self._offsets(self.keys.dead_lettered(topic))
+
+    async def _offsets(self, key: str) -> dict[int, int]:
+        raw = await self.client.hgetall(key)
+        return {int(p): int(o) for p, o in raw.items()}
+
+    async def queue_ids(self) -> list[str]:
+        return sorted(q.decode() for q in await self.client.smembers(self.keys.queues))
+
+    async def event_clock_ms(self) -> int | None:
+        raw = await self.client.get(self.keys.event_clock)
+        return int(raw) if raw is not None else None
+
+    async def read_queues(self, queue_ids: list[str], now_ms: int) -> dict[str, dict[str, Any]]:
+        """Live figures and window sums of each queue, in one round trip."""
+        if not queue_ids:
+            return {}
+        if not self._ready_scripts:
+            await self.load_scripts()
+        config = json.dumps({"now": now_ms, "windows": self.windows})
+        for attempt in (1, 2):
+            pipe = self.client.pipeline(transaction=False)
+            for queue_id in queue_ids:
+                pipe.evalsha(self._shas["read_queue"], 1, self.keys.queue(queue_id), config)
+            try:
+                replies = await pipe.execute()
+                break
+            except NoScriptError:
+                if attempt == 2:
+                    raise
+                await self.load_scripts()
+        return {q: json.loads(r) for q, r in zip(queue_ids, replies, strict=True)}
+
+    async def agent_states(self) -> dict[str, tuple[str, list[str]]]:
+        """agent_id -> (state, queues)."""
+        raw = await self.client.hgetall(self.keys.agent_states)
+        agents: dict[str, tuple[str, list[str]]] = {}
+        for agent, value in raw.items():
+            state, _, queues = value.decode().partition("|")
+            agents[agent.decode()] = (state, [q for q in queues.split(",") if q])
+        return agents
+
+
+_RAISE_CLOCK = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > current then redis.call('SET', KEYS[1], ARGV[1]) end
+"""

@@ -1,0 +1,1 @@
+"""HTTP surface: /metrics, health, the JSON API and the wallboard page."""

@@ -1,0 +1,190 @@
+"""The live wallboard: one self-contained page and the server-sent events that feed it.
+
+``GET /wallboard`` serves the page; ``GET /wallboard/events`` streams the live snapshot
+(``?queues=a,b`` keeps only those queues). The stream forwards only the fields the page
+shows (a whitelist), so nothing else in a snapshot, a caller number least of all, can
+reach a wall display.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping
+from importlib.resources import files
+from typing import Any
+
+from aiohttp import web
+
+from .hub import Snapshot, SnapshotHub
+
+WALLBOARD_PATH = "/wallboard"
+EVENTS_PATH = "/wallboard/events"
+
+#: The page marks itself stale after 3 s without a message, so resend well within that.
+HEARTBEAT_SECONDS = 0.5
+#: Tells EventSource how soon to reconnect after the stream drops.
+RECONNECT_MILLISECONDS = 1000
+
+_QUEUE_NUMBERS = ("waiting", "longest_wait_seconds", "ewt_seconds", "agents_required")
+_AGENT_STATES = ("available", "busy", "wrapup", "away", "offline")
+_POLICY_NUMBERS = (
+    "sla_seconds",
+    "service_level_target",
+    "callback_wait_seconds",
+    "short_abandon_seconds",
+)
+_WINDOW_NUMBERS = (
+    "offered",
+    "answered",
+    "answered_in_sla",
+    "abandoned",
+    "short_abandoned",
+    "callback_offered",
+    "callback_accepted",
+    "transferred_out",
+    "service_level",
+    "abandon_ratio",
+    "asa_seconds",
+    "aht_seconds",
+)
+_ALERT_NUMBERS = ("abandon_ratio",)
+# Free text is limited to tame tokens: ids, window labels, alert kinds and statuses.
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+_STREAM_HEADERS = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
+_PAGE_HEADERS = {
+    "Content-Type": "text/html; charset=utf-8",
+    "Cache-Control": "no-cache",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    # The page is self-contained: it may talk only to its own origin.
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+        "connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'"
+    ),
+}
+
+_CLOSING = web.AppKey("wallboard_closing", asyncio.Event)
+
+
+def add_routes(app: web.Application, hub: SnapshotHub) -> None:
+    """Register ``GET /wallboard`` (the page) and ``GET /wallboard/events`` (its SSE feed)."""
+    page = files(__package__).joinpath("wallboard.html").read_bytes()
+    closing = asyncio.Event()
+    app[_CLOSING] = closing
+
+    async def stop_streams(_: web.Application) -> None:
+        closing.set()
+
+    async def wallboard_page(_: web.Request) -> web.Response:
+        return web.Response(body=page, headers=_PAGE_HEADERS)
+
+    async def wallboard_events(request: web.Request) -> web.StreamResponse:
+        return await _stream(request, hub, closing)
+
+    app.on_shutdown.append(stop_streams)
+    app.router.add_get(WALLBOARD_PATH, wallboard_page, name="wallboard")
+    app.router.add_get(EVENTS_PATH, wallboard_events, name="wallboard_events")
+
+
+async def _stream(
+    request: web.Request, hub: SnapshotHub, closing: asyncio.Event
+) -> web.StreamResponse:
+    """Send the current snapshot, then each newer one, resending it at least every heartbeat."""
+    queue_ids = parse_queue_filter(request.query.get("queues", ""))
+    response = web.StreamResponse(headers=_STREAM_HEADERS)
+    try:
+        await response.prepare(request)
+        await response.write(f"retry: {RECONNECT_MILLISECONDS}\n\n".encode())
+        version = -1
+        while not closing.is_set():
+            if hub.version != version:
+                version = hub.version
+                message = sse_message(wallboard_view(hub.snapshot, queue_ids))
+            await response.write(message)
+            version = await hub.wait_newer(version, HEARTBEAT_SECONDS)
+    except ConnectionResetError:
+        pass  # the display went away; nothing to tell anyone
+    return response
+
+
+def sse_message(view: Mapping[str, Any]) -> bytes:
+    """One server-sent event carrying ``view`` as compact JSON (never multi-line)."""
+    data = json.dumps(view, separators=(",", ":"), allow_nan=False)
+    return f"data: {data}\n\n".encode()
+
+
+def parse_queue_filter(text: str) -> frozenset[str] | None:
+    """``"sales, support"`` -> those ids; ``None`` (every queue) when none is named."""
+    queue_ids = frozenset(part.strip() for part in text.split(",") if part.strip())
+    return queue_ids or None
+
+
+def wallboard_view(snapshot: Snapshot, queue_ids: frozenset[str] | None = None) -> dict[str, Any]:
+    """The part of ``snapshot`` the page shows, field by field, for the queues asked for."""
+    queues = [
+        _queue_view(queue)
+        for queue in _mappings(snapshot.get("queues"))
+        if _token(queue.get("queue_id")) and (queue_ids is None or queue["queue_id"] in queue_ids)
+    ]
+    ts = snapshot.get("ts")
+    return {
+        "ts": ts if isinstance(ts, str) and len(ts) <= 40 else None,
+        "ready": snapshot.get("ready") is True,
+        "queues": queues,
+    }
+
+
+def _queue_view(queue: Mapping[str, Any]) -> dict[str, Any]:
+    view: dict[str, Any] = {"queue_id": queue["queue_id"]}
+    view.update(_numbers(queue, _QUEUE_NUMBERS))
+    view["agents"] = _numbers(_mapping(queue.get("agents")), _AGENT_STATES)
+    view["policy"] = _numbers(_mapping(queue.get("policy")), _POLICY_NUMBERS)
+    view["windows"] = {
+        label: _numbers(_mapping(window), _WINDOW_NUMBERS)
+        for label, window in _mapping(queue.get("windows")).items()
+        if _token(label)
+    }
+    if "callbacks" in queue:
+        view["callbacks"] = _numbers(_mapping(queue["callbacks"]), ("pending",))
+    if "alerts" in queue:
+        view["alerts"] = [_alert_view(alert) for alert in _mappings(queue["alerts"])]
+    return view
+
+
+def _alert_view(alert: Mapping[str, Any]) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        key: alert[key] for key in ("alert_id", "kind", "status", "window") if _token(alert.get(key))
+    }
+    view.update(_numbers(alert, _ALERT_NUMBERS))
+    return view
+
+
+def _numbers(source: Mapping[str, Any], keys: Iterable[str]) -> dict[str, float | int | None]:
+    """Each key of ``keys`` as a finite number, or ``None`` where absent or not a number."""
+    return {key: _number(source.get(key)) for key in keys}
+
+
+def _number(value: Any) -> float | int | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _token(value: Any) -> bool:
+    return isinstance(value, str) and bool(_TOKEN_RE.match(value))
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _mappings(value: Any) -> list[Mapping[str, Any]]:
+    return [item for item in value if isinstance(item, Mapping)] if isinstance(value, list) else []
