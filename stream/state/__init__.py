@@ -1,0 +1,1 @@
+"""Queue and agent state in Redis: key layout, Lua scripts and the store API."""

@@ -1,0 +1,299 @@
+"""Every figure of contract §2 computed from hand-written events, through the real Lua in Redis.
+
+Events go through the same parse -> route -> atomic apply -> read -> figures path as the
+processor, without Kafka: each test hands records to `prepare` and applies them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from stream.batching import count_results, prepare
+from stream.config import Policy, QueuePolicy
+from stream.figures import agents_by_queue, queue_snapshot
+from stream.snapshots import bucket_windows, iso
+from stream.state.keys import KeySpace
+from stream.state.store import QueueRules, StateStore
+
+REDIS_URL = "redis://127.0.0.1:6379/15"
+WINDOWS = [300, 900, 3600]
+T0 = (int(time.time()) // 3600) * 3600 * 1000 - 3600_000  # an hour boundary, an hour ago
+
+
+@dataclass
+class Rec:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Any = ()
+
+
+class Centre:
+    """Applies events to a queue state of its own and reads figures back."""
+
+    def __init__(self, store: StateStore, policy: Policy) -> None:
+        self.store = store
+        self.policy = policy
+        self.known: set[str] = set()
+        self.offset = 0
+        self.results: dict[tuple[str, str], int] = {}
+
+    async def apply(self, *events: dict[str, Any] | bytes, partition: int = 0,
+                    offset: int | None = None) -> dict[tuple[str, str], int]:
+        records = []
+        for event in events:
+            value = event if isinstance(event, bytes) else json.dumps(event).encode()
+            records.append(Rec("t", partition, self.offset if offset is None else offset,
+                               None, value))
+            self.offset += 1
+        batch = prepare(records, self.known, int(time.time() * 1000))
+        rules = {q: QueueRules(round(self.policy.for_queue(q).sla_seconds * 1000),
+                               round(self.policy.for_queue(q).short_abandon_seconds * 1000))
+                 for q in batch.write.queues}
+        queue_results, agent_results = await self.store.apply(batch.write, rules, "t",
+                                                              int(time.time() * 1000))
+        counted = dict(count_results(batch, queue_results, agent_results))
+        for key, n in counted.items():
+            self.results[key] = self.results.get(key, 0) + n
+        return counted
+
+    async def figures(self, queue_id: str, now_ms: int) -> dict[str, Any]:
+        raw = await self.store.read_queues([queue_id], now_ms)
+        agents = agents_by_queue(await self.store.agent_states()).get(queue_id, {})
+        return queue_snapshot(queue_id, raw[queue_id], agents, self.policy.for_queue(queue_id),
+                              WINDOWS, now_ms)
+
+
+@pytest.fixture
+async def centre() -> Any:
+    client = aioredis.Redis.from_url(REDIS_URL)
+    store = StateStore(client, bucket_windows(WINDOWS), KeySpace(f"f{uuid.uuid4().hex[:8]}"))
+    yield Centre(store, Policy())
+    await store.close()
+
+
+_ids = iter(range(10**9))
+
+
+def ev(kind: str, at: float, **fields: Any) -> dict[str, Any]:
+    """An event `at` seconds after T0."""
+    return {"event_id": f"e{next(_ids)}", "type": kind, "ts": iso(T0 + round(at * 1000)),
+            **fields}
+
+
+def queued(call: str, at: float, queue: str = "q", **extra: Any) -> dict[str, Any]:
+    return ev("call.queued", at, call_id=call, queue_id=queue, **extra)
+
+
+def answered(call: str, at: float, queue: str = "q") -> dict[str, Any]:
+    return ev("call.answered", at, call_id=call, queue_id=queue, agent_id="a1")
+
+
+def abandoned(call: str, at: float, queue: str = "q") -> dict[str, Any]:
+    return ev("call.abandoned", at, call_id=call, queue_id=queue)
+
+
+def ended(call: str, at: float, queue: str = "q") -> dict[str, Any]:
+    return ev("call.ended", at, call_id=call, queue_id=queue)
+
+
+def transferred(call: str, at: float, src: str, dst: str) -> dict[str, Any]:
+    return ev("call.transferred", at, call_id=call, queue_id=src, to_queue_id=dst)
+
+
+NOW = T0 + 100_000  # "now" for reads: 100 s after T0
+
+
+async def test_service_level_abandon_ratio_asa_aht_with_ties(centre: Centre) -> None:
+    await centre.apply(
+        queued("c1", 0), answered("c1", 20),          # wait exactly sla: in SLA
+        queued("c2", 0), answered("c2", 20.001),      # just over: not in SLA
+        queued("c3", 0), abandoned("c3", 5),          # exactly 5 s: not short
+        queued("c4", 0), abandoned("c4", 4.999),      # short abandon
+        queued("c5", 10), answered("c5", 12),
+        ended("c1", 80), ended("c5", 32),
+    )
+    w = (await centre.figures("q", NOW))["windows"]["5m"]
+    assert w["offered"] == 5 and w["answered"] == 3 and w["answered_in_sla"] == 2
+    assert w["abandoned"] == 2 and w["short_abandoned"] == 1
+    # SL = 2 / (3 + 2 - 1); abandon ratio = (2 - 1) / (3 + 2 - 1)
+    assert w["service_level"] == pytest.approx(2 / 4)
+    assert w["abandon_ratio"] == pytest.approx(1 / 4)
+    assert w["asa_seconds"] == pytest.approx((20 + 20.001 + 2) / 3)
+    assert w["aht_seconds"] == pytest.approx((60 + 20) / 2)  # c2 not ended: not in AHT
+    assert centre.results == {("call.queued", "applied"): 5, ("call.answered", "applied"): 3,
+                              ("call.abandoned", "applied"): 2, ("call.ended", "applied"): 2}
+
+
+async def test_absent_ratios_while_divisor_is_zero(centre: Centre) -> None:
+    await centre.apply(queued("c1", 0), queued("c2", 1), abandoned("c2", 2))  # short only
+    figures = await centre.figures("q", NOW)
+    w = figures["windows"]["5m"]
+    assert w["service_level"] is None and w["abandon_ratio"] is None
+    assert w["asa_seconds"] is None and w["aht_seconds"] is None
+    assert figures["waiting"] == 1
+    assert figures["longest_wait_seconds"] == pytest.approx(100.0)
+    assert figures["ewt_seconds"] is None  # no agent staffed
+
+
+async def test_orphans_count_in_totals_not_in_wait_figures(centre: Centre) -> None:
+    results = await centre.apply(
+        answered("x1", 10),     # never queued: answered, no wait
+        abandoned("x2", 11),    # orphan abandon: never short
+        ended("x3", 12),        # changes nothing
+        queued("c1", 0), answered("c1", 30),
+    )
+    w = (await centre.figures("q", NOW))["windows"]["5m"]
+    assert w["answered"] == 2 and w["abandoned"] == 1 and w["short_abandoned"] == 0
+    assert w["answered_in_sla"] == 0
+    assert w["service_level"] == pytest.approx(0.0)  # 0 / (1 known answered + 0)
+    assert w["abandon_ratio"] == pytest.approx(1 / 3)
+    assert w["asa_seconds"] == pytest.approx(30.0)
+    assert w["offered"] == 1
+    assert results[("call.answered", "orphan")] == 1
+    assert results[("call.abandoned", "orphan")] == 1
+    assert results[("call.ended", "orphan")] == 1
+
+
+async def test_conflicts_change_nothing(centre: Centre) -> None:
+    await centre.apply(queued("c1", 0), queued("c1", 1))  # second queued while waiting
+    await centre.apply(answered("c1", 10), abandoned("c1", 11))  # different terminal
+    await centre.apply(ended("c1", 50), ended("c1", 60))  # second call.ended
+    w = (await centre.figures("q", NOW))["windows"]["5m"]
+    assert (w["offered"], w["answered"], w["abandoned"]) == (1, 1, 0)
+    assert w["aht_seconds"] == pytest.approx(40.0)
+    assert centre.results[("call.queued", "conflict")] == 1
+    assert centre.results[("call.abandoned", "conflict")] == 1
+    assert centre.results[("call.ended", "conflict")] == 1
+
+
+async def test_late_queued_is_offered_only_and_requeue_starts_a_visit(centre: Centre) -> None:
+    await centre.apply(answered("c1", 30), queued("c1", 10))  # late start: ts before answer
+    figures = await centre.figures("q", NOW)
+    w = figures["windows"]["5m"]
+    assert w["offered"] == 1 and w["answered"] == 1 and figures["waiting"] == 0
+    assert w["asa_seconds"] is None  # the leg is not revised: still no known wait
+    await centre.apply(ended("c1", 40), queued("c1", 50))  # back in the queue later
+    figures = await centre.figures("q", NOW)
+    assert figures["windows"]["5m"]["offered"] == 2 and figures["waiting"] == 1
+    await centre.apply(answered("c1", 55))
+    assert (await centre.figures("q", NOW))["windows"]["5m"]["asa_seconds"] == pytest.approx(5)
+
+
+async def test_ended_while_waiting_is_an_abandon_and_negative_waits_are_zero(
+        centre: Centre) -> None:
+    await centre.apply(queued("c1", 0), ended("c1", 3),    # short abandon via call.ended
+                       queued("c2", 0), ended("c2", 30),   # abandon via call.ended
+                       queued("c3", 20), answered("c3", 15))  # negative wait -> 0
+    w = (await centre.figures("q", NOW))["windows"]["5m"]
+    assert w["abandoned"] == 2 and w["short_abandoned"] == 1
+    assert w["answered_in_sla"] == 1 and w["asa_seconds"] == pytest.approx(0.0)
+
+
+async def test_transfers_answered_and_overflow(centre: Centre) -> None:
+    await centre.apply(
+        queued("c1", 0, queue="a"), answered("c1", 10, queue="a"),
+        transferred("c1", 70, "a", "b"),       # answered leg: handle time ends at transfer
+        queued("c2", 0, queue="a"), transferred("c2", 30, "a", "b"),  # overflow
+    )
+    a = await centre.figures("a", NOW)
+    b = await centre.figures("b", NOW)
+    wa, wb = a["windows"]["5m"], b["windows"]["5m"]
+    assert wa["transferred_out"] == 2 and wa["abandoned"] == 0 and a["waiting"] == 0
+    assert wa["aht_seconds"] == pytest.approx(60.0)
+    assert wb["offered"] == 2 and b["waiting"] == 2
+    assert b["longest_wait_seconds"] == pytest.approx(70.0)  # c2 waits in b since 30 s
+    await centre.apply(answered("c2", 40, queue="b"))
+    assert (await centre.figures("b", NOW))["windows"]["5m"]["asa_seconds"] == pytest.approx(10)
+
+
+async def test_to_queue_event_consumed_before_its_transfer(centre: Centre) -> None:
+    await centre.apply(queued("c1", 0, queue="a"))
+    await centre.apply(answered("c1", 20, queue="b"))  # b hears of the call first
+    await centre.apply(transferred("c1", 15, "a", "b"))
+    b = await centre.figures("b", NOW)
+    wb = b["windows"]["5m"]
+    assert wb["answered"] == 1 and wb["offered"] == 1 and b["waiting"] == 0
+    assert wb["asa_seconds"] is None  # orphan answer stays without a wait
+    assert (await centre.figures("a", NOW))["windows"]["5m"]["transferred_out"] == 1
+
+
+async def test_callback_accepted_leaves_the_queue_without_abandoning(centre: Centre) -> None:
+    await centre.apply(queued("c1", 0), ev("call.callback_accepted", 40, call_id="c1",
+                                           queue_id="q"))
+    figures = await centre.figures("q", NOW)
+    w = figures["windows"]["5m"]
+    assert w["callback_accepted"] == 1 and w["abandoned"] == 0 and figures["waiting"] == 0
+    assert w["abandon_ratio"] is None
+
+
+async def test_duplicates_by_event_id_and_by_offset(centre: Centre) -> None:
+    event = queued("c1", 0)
+    await centre.apply(event)
+    again = await centre.apply(event)  # producer duplicate at a new offset
+    redelivered = await centre.apply(answered("c1", 5), offset=0)  # offset 0 was applied
+    assert again == {("call.queued", "duplicate"): 1}
+    assert redelivered == {("call.answered", "duplicate"): 1}
+    w = (await centre.figures("q", NOW))["windows"]["5m"]
+    assert w["offered"] == 1 and w["answered"] == 0
+
+
+async def test_windows_hold_only_their_span(centre: Centre) -> None:
+    # now = T0 + 3000 s: 10 min, 30 min and 55 min ago
+    now = T0 + 3000_000
+    await centre.apply(queued("c1", 3000 - 600), queued("c2", 3000 - 1800),
+                       queued("c3", 3000 - 3300), queued("c4", 3000 - 30))
+    windows = (await centre.figures("q", now))["windows"]
+    assert windows["5m"]["offered"] == 1
+    assert windows["15m"]["offered"] == 2
+    assert windows["1h"]["offered"] == 4
+    assert (await centre.figures("q", now))["totals"]["offered"] == 4
+
+
+async def test_agents_per_state_ewt_and_staffing(centre: Centre) -> None:
+    agent = "agent.state"
+    await centre.apply(
+        ev(agent, 0, agent_id="a1", state="available", queues=["q", "r"]),
+        ev(agent, 0, agent_id="a2", state="busy", queues=["q"]),
+        ev(agent, 0, agent_id="a3", state="away", queues=["q"]),
+        ev(agent, 1, agent_id="a3", state="wrapup", queues=["q"]),  # latest wins
+        *[e for i in range(6) for e in (queued(f"h{i}", i), answered(f"h{i}", i + 1),
+                                         ended(f"h{i}", i + 61))],
+        queued("w1", 90), queued("w2", 91), queued("w3", 92),
+    )
+    figures = await centre.figures("q", NOW)
+    assert figures["agents"] == {"available": 1, "busy": 1, "wrapup": 1, "away": 0,
+                                 "offline": 0}
+    # EWT = (3 waiting + 1 - 1 available) * AHT 60 s / 3 staffed = 60 s
+    assert figures["ewt_seconds"] == pytest.approx(60.0)
+    # Erlang C: 9 offered in 15 m, AHT 60 s -> A = 0.6 Erlang; 2 agents meet 80/20
+    assert figures["agents_required"] == 2
+    assert (await centre.figures("r", NOW))["agents"]["available"] == 1
+
+
+async def test_rejected_messages_are_counted_once_and_change_nothing(centre: Centre) -> None:
+    results = await centre.apply(b"{not json", json.dumps({"type": "call.queued"}).encode(),
+                                 queued("c1", 0))
+    assert results == {("unknown", "rejected"): 1, ("call.queued", "rejected"): 1,
+                       ("call.queued", "applied"): 1}
+
+
+async def test_per_queue_policy_thresholds() -> None:
+    client = aioredis.Redis.from_url(REDIS_URL)
+    store = StateStore(client, bucket_windows(WINDOWS), KeySpace(f"f{uuid.uuid4().hex[:8]}"))
+    policy = Policy(queues={"sales": QueuePolicy(sla_seconds=30, short_abandon_seconds=10)})
+    centre = Centre(store, policy)
+    await centre.apply(queued("c1", 0, queue="sales"), answered("c1", 25, queue="sales"),
+                       queued("c2", 0, queue="sales"), abandoned("c2", 8, queue="sales"))
+    w = (await centre.figures("sales", NOW))["windows"]["5m"]
+    assert w["answered_in_sla"] == 1 and w["short_abandoned"] == 1
+    await store.close()
