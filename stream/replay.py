@@ -20,7 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
@@ -147,8 +147,9 @@ def _jsonl_record(line: bytes) -> list[Record] | Skip:
 
 
 def _mapped_record(event: Event) -> Record:
-    key = event["agent_id"] if event["type"] == "agent.state" else event["queue_id"]
-    return Record(key, _encode(event), event)
+    key_field = _key_field(event["type"])
+    assert key_field is not None  # the mapper makes call.* and agent.* events only
+    return Record(event[key_field], _encode(event), event)
 
 
 def read_records(
@@ -171,15 +172,16 @@ def read_records(
 def event_time(event: Event) -> float | None:
     """The event's ``ts`` as Unix seconds; None when it is not a time with an offset."""
     ts = event.get("ts")
-    if isinstance(ts, int | float) and not isinstance(ts, bool):
-        return float(ts)
-    if isinstance(ts, str):
-        try:
+    try:
+        if isinstance(ts, str):
             moment = datetime.fromisoformat(ts)
-        except ValueError:
+        elif isinstance(ts, int | float) and not isinstance(ts, bool):
+            moment = datetime.fromtimestamp(ts, UTC)
+        else:
             return None
-        return moment.timestamp() if moment.tzinfo else None
-    return None
+    except (ValueError, OverflowError, OSError):  # also a ts in ms: year out of range
+        return None
+    return moment.timestamp() if moment.tzinfo else None
 
 
 def latest_time(path: Path, fmt: Format, callback_keys: Iterable[str] = ()) -> float | None:

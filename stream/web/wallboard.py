@@ -71,14 +71,11 @@ _PAGE_HEADERS = {
     ),
 }
 
-_CLOSING = web.AppKey("wallboard_closing", asyncio.Event)
-
 
 def add_routes(app: web.Application, hub: SnapshotHub) -> None:
     """Register ``GET /wallboard`` (the page) and ``GET /wallboard/events`` (its SSE feed)."""
     page = files(__package__).joinpath("wallboard.html").read_bytes()
-    closing = asyncio.Event()
-    app[_CLOSING] = closing
+    closing = asyncio.Event()  # set at shutdown: open streams end instead of holding it up
 
     async def stop_streams(_: web.Application) -> None:
         closing.set()
@@ -103,13 +100,13 @@ async def _stream(
     try:
         await response.prepare(request)
         await response.write(f"retry: {RECONNECT_MILLISECONDS}\n\n".encode())
-        version = -1
+        sent_version = hub.version
+        message = sse_message(wallboard_view(hub.snapshot, queue_ids))
         while not closing.is_set():
-            if hub.version != version:
-                version = hub.version
-                message = sse_message(wallboard_view(hub.snapshot, queue_ids))
             await response.write(message)
-            version = await hub.wait_newer(version, HEARTBEAT_SECONDS)
+            if await hub.wait_newer(sent_version, HEARTBEAT_SECONDS) != sent_version:
+                sent_version = hub.version
+                message = sse_message(wallboard_view(hub.snapshot, queue_ids))
     except ConnectionResetError:
         pass  # the display went away; nothing to tell anyone
     return response
@@ -161,7 +158,7 @@ def _queue_view(queue: Mapping[str, Any]) -> dict[str, Any]:
 
 def _alert_view(alert: Mapping[str, Any]) -> dict[str, Any]:
     view: dict[str, Any] = {
-        key: alert[key] for key in ("alert_id", "kind", "status", "window") if _token(alert.get(key))
+        key: alert[key] for key in ("kind", "status", "window") if _token(alert.get(key))
     }
     view.update(_numbers(alert, _ALERT_NUMBERS))
     return view

@@ -124,3 +124,101 @@ async def queue_figures(base_url: str, queue_id: str) -> dict[str, Any] | None:
         if queue["queue_id"] == queue_id:
             return dict(queue)
     return None
+
+
+def call_stream(calls: int, queues: int = 4, seed: int = 7, start_ms: int | None = None
+                ) -> tuple[list[dict[str, Any]], dict[str, dict[str, int]]]:
+    """A deterministic stream of whole calls, and the totals it must produce per queue."""
+    import random
+
+    rng = random.Random(seed)
+    start = start_ms if start_ms is not None else int(time.time() * 1000) - 600_000
+    events: list[dict[str, Any]] = []
+    expected: dict[str, dict[str, int]] = {}
+    for i in range(calls):
+        queue = f"q{i % queues}"
+        call = f"call-{seed}-{i}"
+        t = start + i * 50
+        totals = expected.setdefault(queue, {"offered": 0, "answered": 0, "abandoned": 0,
+                                              "answered_in_sla": 0, "short_abandoned": 0})
+        events.append(_event(f"{call}-q", "call.queued", t, call_id=call, queue_id=queue))
+        totals["offered"] += 1
+        wait = rng.randint(1, 40) * 1000
+        if rng.random() < 0.75:
+            events.append(_event(f"{call}-a", "call.answered", t + wait, call_id=call,
+                                 queue_id=queue, agent_id=f"agent{i % 9}"))
+            events.append(_event(f"{call}-e", "call.ended", t + wait + 60_000, call_id=call,
+                                 queue_id=queue))
+            totals["answered"] += 1
+            totals["answered_in_sla"] += wait <= 20_000
+        else:
+            events.append(_event(f"{call}-b", "call.abandoned", t + wait, call_id=call,
+                                 queue_id=queue))
+            totals["abandoned"] += 1
+            totals["short_abandoned"] += wait < 5000
+    return events, expected
+
+
+def _event(event_id: str, kind: str, ts_ms: int, **fields: Any) -> dict[str, Any]:
+    from stream.snapshots import iso
+
+    return {"event_id": event_id, "type": kind, "ts": iso(ts_ms), **fields}
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The CALLSTREAM_* environment that gives a subprocess these settings."""
+    import os
+
+    env = dict(os.environ)
+    for name, value in settings.model_dump().items():
+        env[f"CALLSTREAM_{name.upper()}"] = str(value).lower() if isinstance(value, bool) \
+            else str(value)
+    return env
+
+
+class ProcessorProcess:
+    """`callstream run` as a real child process, to be killed for real."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.process: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.http_port}"
+
+    async def start(self) -> ProcessorProcess:
+        import subprocess
+        import sys
+
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "stream.cli", "run"], env=settings_env(self.settings),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        await wait_until(lambda: http_ok(self.url + "/readyz"), timeout=30)
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no batch finished, no commit, nothing flushed."""
+        import signal
+
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    def terminate(self, timeout: float = 20) -> int:
+        self.process.terminate()
+        return int(self.process.wait(timeout))
+
+
+async def http_ok(url: str) -> bool:
+    return await http_status(url) == 200
+
+
+async def totals_match(url: str, expected: dict[str, dict[str, int]]) -> bool:
+    """True once every queue's totals equal the expected counts (no more, no fewer)."""
+    try:
+        snapshot = await http_json(url + "/api/queues")
+    except aiohttp.ClientError:
+        return False
+    got = {q["queue_id"]: {k: q["totals"][k] for k in next(iter(expected.values()))}
+           for q in snapshot["queues"]}
+    return got == expected
