@@ -1,0 +1,801 @@
+"""What an operator deploys (deploy/, Dockerfile, docker-compose.yml), checked with real tools.
+
+promtool validates the Prometheus config, the rules and their unit tests, and parses every
+query of the Grafana dashboard; redis-server and mosquitto start with the shipped configs.
+Every metric name and label in the rules and the dashboard must be one of the contract's
+(CONTRACT.md section 5, plus the journey and callback families of sections 2 and 3).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import getpass
+import json
+import re
+import shutil
+import socket
+import subprocess
+import time
+import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from stream.broker import free_port
+from stream.config import QueuePolicy, Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+PROMETHEUS_CONFIG = DEPLOY / "prometheus" / "prometheus.yml"
+RULES = DEPLOY / "prometheus" / "rules" / "callstream.rules.yml"
+RULE_TESTS = DEPLOY / "prometheus" / "tests" / "callstream.rules.test.yml"
+DASHBOARD = DEPLOY / "grafana" / "dashboards" / "callstream.json"
+GRAFANA_DATASOURCES = DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml"
+GRAFANA_DASHBOARDS = DEPLOY / "grafana" / "provisioning" / "dashboards" / "callstream.yml"
+REDIS_CONF = DEPLOY / "redis" / "redis.conf"
+MOSQUITTO_CONF = DEPLOY / "mosquitto" / "mosquitto.conf"
+COMPOSE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+DOCKERIGNORE = ROOT / ".dockerignore"
+
+# --- The contract's metric families -------------------------------------------------------
+
+OUTCOMES = frozenset(
+    {
+        "offered",
+        "answered",
+        "answered_in_sla",
+        "abandoned",
+        "short_abandoned",
+        "callback_offered",
+        "callback_accepted",
+        "transferred_out",
+    }
+)
+WINDOWS = frozenset({"5m", "15m", "1h"})  # the default CALLSTREAM_WINDOWS
+EVENT_TYPES = frozenset(
+    {
+        "call.queued",
+        "call.answered",
+        "call.abandoned",
+        "call.callback_accepted",
+        "call.callback_attempt",
+        "call.transferred",
+        "call.ended",
+        "agent.state",
+        "unknown",
+    }
+)
+#: Label name -> allowed values (None: any value, such as a queue id).
+Labels = dict[str, frozenset[str] | None]
+QUEUE: Labels = {"queue": None}
+WINDOWED: Labels = {"queue": None, "window": WINDOWS}
+
+FAMILIES: dict[str, Labels] = {
+    "callstream_queue_calls_waiting": QUEUE,
+    "callstream_queue_longest_wait_seconds": QUEUE,
+    "callstream_queue_ewt_seconds": QUEUE,
+    "callstream_queue_agents": {
+        "queue": None,
+        "state": frozenset({"available", "busy", "wrapup", "away", "offline"}),
+    },
+    "callstream_queue_agents_required": QUEUE,
+    "callstream_queue_window_calls": {"queue": None, "window": WINDOWS, "outcome": OUTCOMES},
+    "callstream_queue_service_level_ratio": WINDOWED,
+    "callstream_queue_abandon_ratio": WINDOWED,
+    "callstream_queue_asa_seconds": WINDOWED,
+    "callstream_queue_aht_seconds": WINDOWED,
+    "callstream_calls_total": {"queue": None, "outcome": OUTCOMES},
+    "callstream_callback_offers_total": {
+        "queue": None,
+        "kind": frozenset({"wait_threshold", "ewt_threshold", "missed_call"}),
+    },
+    "callstream_callback_results_total": {
+        "queue": None,
+        "result": frozenset({"reached", "unreached", "cancelled", "refused"}),
+    },
+    "callstream_alert_firing": {"queue": None, "kind": frozenset({"abandonment_spike"})},
+    "callstream_queue_callers": {
+        "queue": None,
+        "state": frozenset({"missed", "recovered", "lost"}),
+    },
+    "callstream_queue_repeat_call_ratio": QUEUE,
+    "callstream_queue_recovery_seconds": QUEUE,
+    "callstream_lost_callers_total": QUEUE,
+    "callstream_events_total": {
+        "type": EVENT_TYPES,
+        "result": frozenset({"applied", "duplicate", "conflict", "orphan", "rejected"}),
+    },
+    "callstream_event_delay_seconds": {},
+    "callstream_consumer_lag_messages": {"partition": None},
+}
+HISTOGRAMS = frozenset({"callstream_event_delay_seconds"})
+#: Labels Prometheus attaches to every scraped series.
+TARGET_LABELS = frozenset({"job", "instance"})
+#: Series Prometheus makes itself: `up` per target, ALERTS per alert (any alert label).
+PROMETHEUS_SERIES: dict[str, frozenset[str] | None] = {"up": TARGET_LABELS, "ALERTS": None}
+ALERT_LABELS = frozenset({"alertname", "alertstate", "severity"})
+KNOWN_LABELS = (
+    frozenset(label for labels in FAMILIES.values() for label in labels)
+    | TARGET_LABELS
+    | ALERT_LABELS
+    | {"le"}
+)
+
+# --- A small PromQL scanner: metric selectors and grouping labels -------------------------
+
+_TOKEN = re.compile(
+    r"""
+    (?P<space>\s+)
+  | (?P<string>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|`[^`]*`)
+  | (?P<range>\[[^\]]*\])
+  | (?P<number>(?:\d+(?:\.\d*)?|\.\d+)(?:e[+-]?\d+)?(?:ms|[smhdwy])?)
+  | (?P<ident>[A-Za-z_:][A-Za-z0-9_:]*)
+  | (?P<op>=~|!~|!=|==|>=|<=|[-+*/%^<>=,(){}])
+    """,
+    re.VERBOSE,
+)
+_AGGREGATORS = frozenset(
+    {
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "group",
+        "stddev",
+        "stdvar",
+        "count",
+        "count_values",
+        "bottomk",
+        "topk",
+        "quantile",
+    }
+)
+_GROUPING = frozenset({"by", "without", "on", "ignoring", "group_left", "group_right"})
+_KEYWORDS = frozenset({"and", "or", "unless", "bool", "offset", "atan2", "inf", "nan"})
+
+
+@dataclass
+class Selector:
+    name: str
+    matchers: list[tuple[str, str, str]] = field(default_factory=list)
+
+
+@dataclass
+class Scan:
+    selectors: list[Selector] = field(default_factory=list)
+    grouping_labels: set[str] = field(default_factory=set)
+
+
+def _tokens(expr: str) -> list[tuple[str, str]]:
+    tokens: list[tuple[str, str]] = []
+    pos = 0
+    while pos < len(expr):
+        match = _TOKEN.match(expr, pos)
+        if not match:
+            raise AssertionError(f"cannot scan PromQL at {expr[pos : pos + 20]!r} in {expr!r}")
+        kind = match.lastgroup
+        assert kind is not None
+        if kind != "space":
+            tokens.append((kind, match.group()))
+        pos = match.end()
+    return tokens
+
+
+def _unquote(literal: str) -> str:
+    body = literal[1:-1]
+    return body if literal[0] == "`" else re.sub(r"\\(.)", r"\1", body)
+
+
+def scan_promql(expr: str) -> Scan:
+    """The metric selectors (name and matchers) and the by/on/... labels of one query."""
+    tokens = _tokens(expr)
+    scan = Scan()
+    i = 0
+    while i < len(tokens):
+        kind, text = tokens[i]
+        following = tokens[i + 1][1] if i + 1 < len(tokens) else ""
+        if kind == "ident" and text.lower() in _GROUPING and following == "(":
+            i += 2
+            while tokens[i][1] != ")":
+                if tokens[i][0] == "ident":
+                    scan.grouping_labels.add(tokens[i][1])
+                i += 1
+        elif kind == "ident" and (
+            text.lower() in _KEYWORDS or text.lower() in _AGGREGATORS or following == "("
+        ):
+            pass  # an operator, an aggregation or a function call
+        elif kind == "ident" or text == "{":
+            selector = Selector(text if kind == "ident" else "")
+            if following == "{" or text == "{":
+                i += 1 if text == "{" else 2
+                while tokens[i][1] != "}":
+                    label, op, value = tokens[i][1], tokens[i + 1][1], tokens[i + 2][1]
+                    selector.matchers.append((label, op, _unquote(value)))
+                    i += 3
+                    if tokens[i][1] == ",":
+                        i += 1
+            scan.selectors.append(selector)
+        i += 1
+    return scan
+
+
+def _literal_alternatives(regex: str) -> list[str] | None:
+    """``a|b|c`` -> [a, b, c]; None for a regex that is more than a list of literals."""
+    if re.fullmatch(r"[A-Za-z0-9_.:-]+(\|[A-Za-z0-9_.:-]+)*", regex):
+        return regex.split("|")
+    return None
+
+
+def selector_problems(selector: Selector, records: set[str]) -> list[str]:
+    """Why a selector is not one of the contract's series (empty when it is)."""
+    name = selector.name
+    base, _, suffix = name.rpartition("_")
+    if not name:
+        return ["a selector without a metric name"]
+    if name in FAMILIES and name in HISTOGRAMS:
+        return [f"{name} is a histogram: use {name}_bucket, _sum or _count"]
+    if name in FAMILIES:
+        allowed: Labels = {**FAMILIES[name], **dict.fromkeys(TARGET_LABELS)}
+    elif base in HISTOGRAMS and suffix in {"bucket", "sum", "count"}:
+        allowed = dict.fromkeys(TARGET_LABELS | ({"le"} if suffix == "bucket" else set()))
+    elif name in PROMETHEUS_SERIES:
+        names = PROMETHEUS_SERIES[name]
+        if names is None:
+            return []
+        allowed = dict.fromkeys(names)
+    elif name in records:
+        allowed = dict.fromkeys(KNOWN_LABELS)
+    else:
+        return [f"{name} is not a metric family of the contract"]
+    problems = []
+    for label, op, value in selector.matchers:
+        if label not in allowed:
+            problems.append(f"{name} has no label {label!r} (it has {sorted(allowed)})")
+            continue
+        values = allowed[label]
+        if values is None:
+            continue
+        wanted = [value] if op in {"=", "!="} else _literal_alternatives(value)
+        for item in wanted or []:
+            if item not in values:
+                problems.append(f"{name}{{{label}}}: {item!r} is not one of {sorted(values)}")
+    return problems
+
+
+def promql_problems(expr: str, records: set[str]) -> list[str]:
+    scan = scan_promql(expr)
+    problems = [p for s in scan.selectors for p in selector_problems(s, records)]
+    problems += [
+        f"unknown grouping label {label!r}" for label in sorted(scan.grouping_labels - KNOWN_LABELS)
+    ]
+    return [f"{p} in {expr!r}" for p in problems]
+
+
+def test_the_promql_scanner_catches_wrong_names_and_labels() -> None:
+    good = (
+        'max by (queue) (callstream_queue_window_calls{window="5m", outcome=~"answered|offered"})'
+    )
+    assert promql_problems(good, set()) == []
+    assert promql_problems("callstream_queue_waiting", set())
+    assert promql_problems('callstream_calls_total{outcome="abandon"}', set())
+    assert promql_problems('callstream_queue_agents{status="busy"}', set())
+    assert promql_problems("sum by (queue_id) (callstream_calls_total)", set())
+    assert promql_problems("rate(callstream_event_delay_seconds[5m])", set())
+    assert (
+        promql_problems(
+            "histogram_quantile(0.99, sum by (le) (rate(callstream_event_delay_seconds_bucket[5m])))",
+            set(),
+        )
+        == []
+    )
+    assert promql_problems('job:x:rate5m{job="a"} > 1', {"job:x:rate5m"}) == []
+
+
+# --- Tools and files ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def promtool() -> str:
+    path = shutil.which("promtool")
+    if path is None:
+        pytest.skip("promtool not found: install Debian's `prometheus` package (it provides it)")
+    return path
+
+
+def run_tool(*args: str | Path, cwd: Path = ROOT) -> str:
+    result = subprocess.run(
+        [str(a) for a in args], check=False, cwd=cwd, capture_output=True, text=True, timeout=120
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, f"{' '.join(map(str, args))} failed:\n{output}"
+    return output
+
+
+def load_yaml(path: Path) -> Any:
+    yaml = pytest.importorskip(
+        "yaml", reason="PyYAML is needed to read the YAML deploy files (test extra `pyyaml`)"
+    )
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def wait_until_listening(port: int, process: subprocess.Popen[bytes]) -> None:
+    """Like stream.broker.wait_for_port, but fails at once, and says so, if the server exits."""
+    deadline = time.monotonic() + 10
+    while True:
+        assert process.poll() is None, f"{process.args!r} exited with {process.returncode}"
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            assert time.monotonic() < deadline, f"nothing listens on {port}"
+            time.sleep(0.05)
+
+
+@contextmanager
+def running(args: list[str]) -> Iterator[subprocess.Popen[bytes]]:
+    """A server process for the length of a with block, then terminated and reaped."""
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+# --- Prometheus ---------------------------------------------------------------------------
+
+
+def rule_groups() -> list[dict[str, Any]]:
+    groups: list[dict[str, Any]] = load_yaml(RULES)["groups"]
+    return groups
+
+
+def recorded_names() -> set[str]:
+    return {
+        rule["record"] for group in rule_groups() for rule in group["rules"] if "record" in rule
+    }
+
+
+def alerting_rules() -> dict[str, dict[str, Any]]:
+    return {
+        rule["alert"]: rule for group in rule_groups() for rule in group["rules"] if "alert" in rule
+    }
+
+
+def test_prometheus_config_is_valid_and_finds_the_rules(promtool: str) -> None:
+    output = run_tool(promtool, "check", "config", PROMETHEUS_CONFIG)
+    assert "1 rule files found" in output, output
+    assert str(RULES.relative_to(ROOT)) in output, output
+
+
+def test_prometheus_scrapes_callstream_as_the_rules_expect() -> None:
+    config = load_yaml(PROMETHEUS_CONFIG)
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    targets = [t for sc in jobs["callstream"]["static_configs"] for t in sc["targets"]]
+    assert targets == ["callstream:8000"]
+    for name in ("CallstreamDown", "CallstreamNotScraped"):
+        assert 'job="callstream"' in alerting_rules()[name]["expr"]
+
+
+def test_rules_are_valid(promtool: str) -> None:
+    output = run_tool(promtool, "check", "rules", RULES)
+    assert "SUCCESS" in output
+
+
+def test_rule_unit_tests_pass(promtool: str) -> None:
+    output = run_tool(promtool, "test", "rules", RULE_TESTS)
+    assert "SUCCESS" in output
+
+
+def test_rules_use_only_contract_metrics_and_labels() -> None:
+    records = recorded_names()
+    problems = [
+        problem
+        for group in rule_groups()
+        for rule in group["rules"]
+        for problem in promql_problems(rule["expr"], records)
+    ]
+    assert problems == []
+
+
+def test_alerts_are_those_of_the_contract_and_the_pipeline() -> None:
+    alerts = alerting_rules()
+    assert set(alerts) >= {
+        "CallstreamAbandonmentSpike",
+        "CallstreamDown",
+        "CallstreamNotScraped",
+        "CallstreamConsumerLagGrowing",
+        "CallstreamDeadLetters",
+        "CallstreamEventDelayHigh",
+    }
+    for name, rule in alerts.items():
+        assert rule["labels"]["severity"] in {"critical", "warning", "info"}, name
+        assert rule["annotations"]["summary"] and rule["annotations"]["description"], name
+    spike = alerts["CallstreamAbandonmentSpike"]
+    for text in (spike["annotations"]["summary"], spike["annotations"]["description"]):
+        assert "$labels.queue" in text
+    assert spike["labels"]["kind"] == "abandonment_spike"
+
+
+def test_spike_alert_uses_the_policy_defaults() -> None:
+    """The rule repeats the contract's default thresholds: fail when config.py's change."""
+    policy = QueuePolicy()
+    expr = alerting_rules()["CallstreamAbandonmentSpike"]["expr"]
+    expr += "".join(
+        rule["expr"]
+        for group in rule_groups()
+        for rule in group["rules"]
+        if rule.get("record", "").endswith(":window5m")
+    )
+    assert f'window="{policy.alert_window}"' in expr
+    assert f">= {policy.alert_abandon_ratio:g}" in expr
+    assert f">= {policy.alert_min_calls}" in expr
+    assert f">= {policy.alert_resolve_ratio:g}" in expr
+    assert re.search(rf"\b{policy.alert_baseline_factor:g} \* ", expr)
+
+
+# --- Grafana ------------------------------------------------------------------------------
+
+#: Values put in place of Grafana's variables so that a query can be parsed.
+GRAFANA_BUILTINS = {
+    "__rate_interval": "1m",
+    "__interval": "1m",
+    "__range": "1h",
+    "__interval_ms": "60000",
+    "__range_s": "3600",
+}
+SAMPLE_VALUES = {"queue": "sales", "window": "5m"}
+
+
+def dashboard() -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    return loaded
+
+
+def all_panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    for panel in panels:
+        yield panel
+        yield from all_panels(panel.get("panels", []))
+
+
+def variables() -> dict[str, dict[str, Any]]:
+    return {v["name"]: v for v in dashboard()["templating"]["list"]}
+
+
+def substitute(expr: str) -> str:
+    defined = variables()
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(2)
+        if name in GRAFANA_BUILTINS:
+            return GRAFANA_BUILTINS[name]
+        assert name in defined, f"${name} is not a variable of the dashboard: {expr!r}"
+        return SAMPLE_VALUES[name]
+
+    return re.sub(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)", value, expr)
+
+
+def dashboard_queries() -> list[tuple[str, str]]:
+    """(where, query) for every target of every panel, rows' children included."""
+    return [
+        (f"panel {panel['id']} {panel.get('title')!r} {target['refId']}", target["expr"])
+        for panel in all_panels(dashboard()["panels"])
+        for target in panel.get("targets", [])
+    ]
+
+
+def test_dashboard_queries_parse(promtool: str, tmp_path: Path) -> None:
+    queries = dashboard_queries()
+    assert queries
+    rules = [
+        {"record": f"dashboard:query_{n}", "expr": substitute(expr)}
+        for n, (_, expr) in enumerate(queries)
+    ]
+    # JSON is YAML: promtool reads it without a YAML library on our side.
+    path = tmp_path / "dashboard.rules.yml"
+    path.write_text(json.dumps({"groups": [{"name": "dashboard", "rules": rules}]}))
+    output = run_tool(promtool, "check", "rules", path)
+    assert f"{len(rules)} rules found" in output
+
+
+def test_dashboard_uses_only_contract_metrics_and_labels() -> None:
+    problems = [
+        f"{where}: {problem}"
+        for where, expr in dashboard_queries()
+        for problem in promql_problems(substitute(expr), set())
+    ]
+    for panel in all_panels(dashboard()["panels"]):
+        for target in panel.get("targets", []):
+            for label in re.findall(r"\{\{\s*(\w+)\s*\}\}", target.get("legendFormat", "")):
+                if label not in KNOWN_LABELS:
+                    problems.append(f"panel {panel['id']}: legend label {label!r}")
+    for name, variable in variables().items():
+        if variable["type"] != "query":
+            continue
+        match = re.fullmatch(r"label_values\((\w+),\s*(\w+)\)", variable["definition"])
+        assert match, f"variable {name}: {variable['definition']!r}"
+        family, label = match.groups()
+        if label not in FAMILIES.get(family, {}):
+            problems.append(f"variable {name}: {family} has no label {label}")
+    assert problems == []
+
+
+def test_dashboard_is_a_wallboard_for_the_selected_queues() -> None:
+    board = dashboard()
+    defined = variables()
+    assert defined["queue"]["type"] == "query" and defined["queue"]["multi"]
+    assert defined["datasource"]["type"] == "datasource"
+    panels = list(all_panels(board["panels"]))
+    ids = [p["id"] for p in panels]
+    assert len(ids) == len(set(ids)), "panel ids repeat"
+    for panel in panels:
+        if panel.get("targets"):
+            assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+            assert all(t["datasource"]["uid"] == "${datasource}" for t in panel["targets"])
+    used: set[str] = set()
+    outcomes: set[str] = set()
+    queue_filtered = True
+    for _, expr in dashboard_queries():
+        for selector in scan_promql(substitute(expr)).selectors:
+            used.add(selector.name)
+            matchers = {label: value for label, _, value in selector.matchers}
+            if selector.name == "callstream_calls_total":
+                outcomes.update(_literal_alternatives(matchers.get("outcome", "")) or [])
+            if selector.name.startswith("callstream_queue_") and "queue" not in matchers:
+                queue_filtered = False
+    assert used >= {
+        "callstream_queue_calls_waiting",
+        "callstream_queue_longest_wait_seconds",
+        "callstream_queue_service_level_ratio",
+        "callstream_queue_abandon_ratio",
+        "callstream_queue_asa_seconds",
+        "callstream_queue_aht_seconds",
+        "callstream_queue_agents",
+        "callstream_queue_agents_required",
+        "callstream_queue_ewt_seconds",
+        "callstream_calls_total",
+        "callstream_callback_offers_total",
+        "callstream_alert_firing",
+        "callstream_events_total",
+        "callstream_event_delay_seconds_bucket",
+        "callstream_consumer_lag_messages",
+    }
+    assert outcomes >= {"offered", "answered", "abandoned"}
+    assert queue_filtered, "every queue panel follows the $queue variable"
+
+
+def test_grafana_provisioning_matches_the_dashboard_and_compose() -> None:
+    datasources = load_yaml(GRAFANA_DATASOURCES)["datasources"]
+    assert [d["type"] for d in datasources] == ["prometheus"]
+    assert datasources[0]["url"] == "http://prometheus:9090"
+    assert variables()["datasource"]["current"]["value"] == datasources[0]["uid"]
+    provider = load_yaml(GRAFANA_DASHBOARDS)["providers"][0]
+    mounts = bind_mounts(load_yaml(COMPOSE)["services"]["grafana"])
+    assert mounts[provider["options"]["path"]] == DASHBOARD.parent
+    assert mounts["/etc/grafana/provisioning"] == GRAFANA_DATASOURCES.parent.parent
+
+
+# --- Redis and Mosquitto ------------------------------------------------------------------
+
+
+@pytest.fixture
+def redis_with_shipped_conf(tmp_path: Path) -> Iterator[int]:
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.skip("redis-server not found: install Debian's `redis-server` package")
+    port = free_port()
+    # The shipped file with a private port and data directory (it names the container's).
+    text = REDIS_CONF.read_text(encoding="utf-8")
+    assert re.search(r"^dir /data$", text, re.MULTILINE)
+    conf = tmp_path / "redis.conf"
+    conf.write_text(text.replace("\ndir /data\n", f"\ndir {tmp_path}\n"), encoding="utf-8")
+    with running([server, str(conf), "--port", str(port), "--bind", "127.0.0.1"]) as process:
+        wait_until_listening(port, process)
+        yield port
+
+
+def test_redis_conf_keeps_the_durability_callstream_relies_on(
+    redis_with_shipped_conf: int,
+) -> None:
+    client = redis.Redis(port=redis_with_shipped_conf)
+    try:
+        settings = client.config_get("*")
+    finally:
+        client.close()
+    assert settings["appendonly"] == "yes"
+    assert settings["appendfsync"] == "everysec"
+    assert settings["no-appendfsync-on-rewrite"] == "no"
+    assert settings["maxmemory-policy"] == "noeviction"
+
+
+def mosquitto_conf(tmp_path: Path, production: bool) -> tuple[Path, list[int]]:
+    """The shipped file on private ports and paths; with ``production``, its commented
+    authentication and TLS settings applied as the comments say. Returns it and its ports."""
+    text = MOSQUITTO_CONF.read_text(encoding="utf-8")
+    assert re.search(r"^listener 1883$", text, re.MULTILINE)
+    assert re.search(r"^# password_file ", text, re.MULTILINE)
+    assert re.search(r"^# listener 8883$", text, re.MULTILINE)
+    ports = [free_port()]
+    text = text.replace("listener 1883", f"listener {ports[0]} 127.0.0.1")
+    text = text.replace("/mosquitto/data/", f"{tmp_path}/")
+    if production:
+        text = text.replace("\nallow_anonymous true\n", "\n")
+        settings = "allow_anonymous|password_file|listener|cafile|certfile|keyfile|tls_version"
+        text = re.sub(rf"^# (({settings}) .*)$", r"\1", text, flags=re.MULTILINE)
+        ports.append(free_port())
+        text = text.replace("listener 8883", f"listener {ports[1]} 127.0.0.1")
+        text = text.replace("/mosquitto/config/", f"{tmp_path}/")
+        text = text.replace("/mosquitto/certs/", f"{tmp_path}/")
+    # Started as root, mosquitto drops to the user "mosquitto", who cannot read tmp_path.
+    text += f"\nuser {getpass.getuser()}\n"
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(text, encoding="utf-8")
+    return conf, ports
+
+
+def assert_mosquitto_starts(conf: Path, ports: list[int]) -> None:
+    broker = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin")
+    if broker is None:
+        pytest.skip("mosquitto not found: install Debian's `mosquitto` package")
+    with running([broker, "-c", str(conf)]) as process:
+        for port in ports:
+            wait_until_listening(port, process)
+        time.sleep(0.2)
+        assert process.poll() is None
+
+
+def test_mosquitto_starts_with_the_shipped_conf(tmp_path: Path) -> None:
+    assert_mosquitto_starts(*mosquitto_conf(tmp_path, production=False))
+
+
+def test_mosquitto_starts_with_the_commented_production_settings(tmp_path: Path) -> None:
+    passwd, openssl = shutil.which("mosquitto_passwd"), shutil.which("openssl")
+    if passwd is None or openssl is None:
+        pytest.skip("needs mosquitto_passwd (Debian's `mosquitto`) and openssl")
+    run_tool(passwd, "-b", "-c", tmp_path / "passwd", "callstream", "secret")
+    key, cert = tmp_path / "server.key", tmp_path / "server.crt"
+    self_signed = ["-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"]
+    run_tool(openssl, "req", *self_signed, "-keyout", key, "-out", cert)
+    shutil.copy(cert, tmp_path / "ca.crt")
+    assert_mosquitto_starts(*mosquitto_conf(tmp_path, production=True))
+
+
+# --- Docker -------------------------------------------------------------------------------
+
+
+def bind_mounts(service: dict[str, Any]) -> dict[str, Path]:
+    """Container path -> host path of a service's ./relative bind mounts."""
+    mounts = {}
+    for volume in service.get("volumes", []):
+        source, target = volume.split(":")[:2]
+        if source.startswith("./"):
+            mounts[target] = (ROOT / source).resolve()
+    return mounts
+
+
+def test_compose_names_the_services() -> None:
+    services = load_yaml(COMPOSE)["services"]
+    assert set(services) >= {
+        "kafka",
+        "kafka-init",
+        "redis",
+        "mosquitto",
+        "prometheus",
+        "grafana",
+        "callstream",
+        "simulator",
+    }
+    for name, service in services.items():
+        for mounted in bind_mounts(service).values():
+            assert mounted.exists(), f"{name} mounts {mounted}, which does not exist"
+        for dependency in service.get("depends_on", {}):
+            assert dependency in services, f"{name} depends on unknown {dependency}"
+
+
+def test_compose_runs_kafka_in_kraft_mode_with_the_contract_topics() -> None:
+    services = load_yaml(COMPOSE)["services"]
+    kafka = services["kafka"]
+    env = {k: str(v) for k, v in kafka["environment"].items()}
+    assert kafka["image"].startswith("apache/kafka:")
+    assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"].startswith(f"{env['KAFKA_NODE_ID']}@kafka:")
+    assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+    assert env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == "1"
+    try:
+        cluster_id = base64.urlsafe_b64decode(env["CLUSTER_ID"] + "==")
+    except binascii.Error:
+        cluster_id = b""
+    assert len(cluster_id) == 16, "CLUSTER_ID is a base64 UUID (kafka-storage.sh random-uuid)"
+
+    def listeners(name: str) -> dict[str, str]:
+        return dict(item.split("://") for item in env[name].split(","))
+
+    bound, advertised = listeners("KAFKA_LISTENERS"), listeners("KAFKA_ADVERTISED_LISTENERS")
+    protocols = dict(
+        item.split(":") for item in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(",")
+    )
+    controller = env["KAFKA_CONTROLLER_LISTENER_NAMES"]
+    assert set(bound) <= set(protocols) and controller in bound
+    assert set(advertised) <= set(bound) and controller not in advertised
+    assert env["KAFKA_INTER_BROKER_LISTENER_NAME"] in advertised
+    assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"].endswith(bound[controller])
+
+    bootstrap = services["callstream"]["environment"]["CALLSTREAM_KAFKA_BOOTSTRAP"]
+    assert bootstrap in advertised.values()
+    script = " ".join(services["kafka-init"]["command"])
+    assert "kafka:9092" in script
+    # The contract's default topic names, whatever this environment's CALLSTREAM_* say.
+    topics = {
+        name: str(Settings.model_fields[f"topic_{name}"].default)
+        for name in ("events", "dlq", "offers", "cancels", "alerts")
+    }
+    for topic in topics.values():
+        assert re.search(rf"(?<![\w-]){re.escape(topic)}:\d+", script), topic
+    assert f"{topics['events']}:8" in script
+
+
+def test_compose_runs_callstream_and_the_simulator() -> None:
+    services = load_yaml(COMPOSE)["services"]
+    callstream, simulator = services["callstream"], services["simulator"]
+    assert callstream["command"] == ["run"]
+    assert simulator["command"] == ["simulate"]
+    for service in (callstream, simulator):
+        assert service["build"] == "."
+        env = service["environment"]
+        assert env["CALLSTREAM_KAFKA_BOOTSTRAP"] == "kafka:9092"
+        assert env["CALLSTREAM_REDIS_URL"] == "redis://redis:6379/0"
+        assert env["CALLSTREAM_MQTT_URL"] == "mqtt://mosquitto:1883"
+    assert "8000:8000" in callstream["ports"]
+    assert simulator["healthcheck"] == {"disable": True}
+    assert set(callstream["depends_on"]) >= {"kafka-init", "redis", "mosquitto"}
+    assert callstream["depends_on"]["kafka-init"]["condition"] == "service_completed_successfully"
+
+
+def test_compose_mounts_the_deploy_configs() -> None:
+    services = load_yaml(COMPOSE)["services"]
+    redis_mounts = bind_mounts(services["redis"])
+    assert services["redis"]["image"].split(":")[1].startswith("7")
+    conf_in_container = services["redis"]["command"][1]
+    assert redis_mounts[conf_in_container] == REDIS_CONF
+    assert bind_mounts(services["mosquitto"])["/mosquitto/config/mosquitto.conf"] == MOSQUITTO_CONF
+    prometheus = bind_mounts(services["prometheus"])
+    assert prometheus["/etc/prometheus/prometheus.yml"] == PROMETHEUS_CONFIG
+    # rule_files are relative to the config, in the repository and in the container alike.
+    for pattern in load_yaml(PROMETHEUS_CONFIG)["rule_files"]:
+        in_container = str(Path("/etc/prometheus") / Path(pattern).parent)
+        assert prometheus[in_container] == (PROMETHEUS_CONFIG.parent / pattern).parent
+    env = services["grafana"]["environment"]
+    assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "true"
+    assert env["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"
+
+
+def test_dockerfile_runs_the_console_script_as_a_non_root_user() -> None:
+    text = DOCKERFILE.read_text(encoding="utf-8")
+    assert re.findall(r"^FROM (\S+)", text, re.MULTILINE)[-1] == "python:3.11-slim"
+    users = re.findall(r"^USER (\S+)", text, re.MULTILINE)
+    assert users and users[-1] not in {"root", "0"}
+    assert re.search(r"pip install .*\s\.$", text, re.MULTILINE)
+    assert 'ENTRYPOINT ["callstream"]' in text
+    assert 'CMD ["run"]' in text
+    assert re.search(r"^EXPOSE 8000$", text, re.MULTILINE)
+    healthcheck = text[text.index("HEALTHCHECK") :]
+    assert "/healthz" in healthcheck and "urllib" in healthcheck
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert "callstream" in scripts
+    ignored = {
+        line.strip()
+        for line in DOCKERIGNORE.read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert not {"stream", "stream/", "pyproject.toml", "README.md", "*.md", "*"} & ignored
