@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
+    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -27,28 +29,22 @@ from .config import ID_PATTERN
 MAX_FUTURE_MS = 5 * 60 * 1000
 SCHEMA_VERSION = 1
 
-_RFC3339 = re.compile(
-    r"^\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d{1,9})?([Zz]|[+-]\d\d:\d\d)$"
-)
 _CALLER_KEEP = re.compile(r"[^\d+]")
 _AGENT_STATES = ("available", "busy", "wrapup", "away", "offline")
 AgentState = Literal["available", "busy", "wrapup", "away", "offline"]
 
 
-def _ts_ms(value: Any) -> int:
-    """RFC 3339 with offset, or a number of Unix epoch seconds, to epoch milliseconds."""
+def _epoch_seconds(value: Any) -> Any:
+    """A number is Unix epoch seconds; strings go on to the RFC 3339 parser."""
     if isinstance(value, bool):
         raise ValueError("ts is not a time")
     if isinstance(value, int | float):
-        return round(value * 1000)
-    if not isinstance(value, str) or not _RFC3339.match(value):
-        raise ValueError("ts is not RFC 3339 with an offset")
-    text = value
-    fraction = re.search(r"\.(\d+)", text)
-    if fraction and len(fraction.group(1)) > 6:  # fromisoformat takes microseconds at most
-        text = text.replace(fraction.group(0), "." + fraction.group(1)[:6])
-    parsed = datetime.fromisoformat(text.replace("z", "Z").replace("t", "T"))
-    return round(parsed.timestamp() * 1000)
+        return datetime.fromtimestamp(value, UTC)
+    return value
+
+
+def _to_ms(moment: datetime) -> int:
+    return round(moment.timestamp() * 1000)
 
 
 def normalise_caller(value: Any) -> str | None:
@@ -68,7 +64,10 @@ def _printable(value: Any) -> Any:
     return value
 
 
-Ts = Annotated[int, BeforeValidator(_ts_ms)]
+#: Event time in epoch milliseconds; a time without an offset is refused.
+Ts = Annotated[
+    AwareDatetime, Field(strict=False), BeforeValidator(_epoch_seconds), AfterValidator(_to_ms)
+]
 QueueId = Annotated[str, Field(pattern=ID_PATTERN)]
 AgentId = Annotated[str, Field(pattern=ID_PATTERN)]
 CallId = Annotated[str, Field(min_length=1, max_length=128), BeforeValidator(_printable)]

@@ -36,13 +36,10 @@ def client_options(settings: Settings) -> dict[str, Any]:
 
 def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
     """A producer (not yet started) with acks=all; idempotence only where the broker takes it."""
-    return AIOKafkaProducer(
-        **client_options(settings),
-        acks="all",
-        enable_idempotence=settings.kafka_idempotence,
-        linger_ms=5,
-        **overrides,
-    )
+    options: dict[str, Any] = {
+        "acks": "all", "enable_idempotence": settings.kafka_idempotence, "linger_ms": 5,
+    }
+    return AIOKafkaProducer(**client_options(settings), **(options | overrides))
 
 
 async def ensure_topics(settings: Settings, names: list[str], partitions: int = 8) -> None:

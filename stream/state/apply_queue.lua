@@ -2,7 +2,7 @@
 --
 -- KEYS[1]  the queue's key prefix, e.g. "cs:{q:sales}" (one hash tag: one Cluster slot)
 -- ARGV[1]  JSON config: {now, sla_ms, short_ms, windows: [[window_s, bucket_s], ...],
---                        leg_ttl_ms, dedup_ttl_s, bucket_ttl_extra_s}
+--                        leg_ttl_ms, bucket_ttl_extra_s}
 -- ARGV[2]  JSON events: [[partition, offset, event_id, kind, call_id, ts_ms, caller, priority], ...]
 --          kind: Q queued, I transfer in, A answered, B abandoned, C callback accepted,
 --                T transfer out, E ended, K callback attempt
@@ -11,12 +11,13 @@
 --
 -- Keys below the prefix (the only place that names them; keys.py names the prefixes):
 --   :offsets  hash partition -> last applied offset (redeliveries are skipped exactly)
---   :seen:<day> hash event_id -> 1 (producer duplicates; day of the event ts)
---   :legs     hash call_id -> "state|queued_ms|decided_ms|answered_ms"
---             state W waiting, A answered (handle time running), X closed
---   :legidx   zset call_id -> last touch (ms), to forget legs after leg_ttl_ms
+--   :legs     hash call_id -> "state|queued|decided|answered|caller|priority|hour|ids"
+--             state W waiting, A answered (handle time running), X closed; times in ms;
+--             hour: the hour of the last legidx entry; ids: the leg's event ids, each
+--             followed by NUL (a producer's duplicate of any of them changes nothing)
+--   :legidx   zset call_id -> a time (ms) at most 1 h before the leg's last touch;
+--             legs idle past leg_ttl_ms are forgotten
 --   :waiting  zset call_id -> queued ts (ms)
---   :waitinfo hash call_id -> "caller|priority"
 --   :w:<window_s>:<bucket> hash figure -> count (bucket = floor(ts_ms / 1000 / bucket_s))
 --   :totals   hash outcome -> count (monotonic, for callstream_calls_total)
 
@@ -29,7 +30,6 @@ local offsets_key = prefix .. ':offsets'
 local legs_key = prefix .. ':legs'
 local legidx_key = prefix .. ':legidx'
 local waiting_key = prefix .. ':waiting'
-local waitinfo_key = prefix .. ':waitinfo'
 local totals_key = prefix .. ':totals'
 
 local applied_offsets = {}
@@ -37,12 +37,11 @@ local stored_offsets = {}
 local buckets = {}   -- "window:bucket" -> {figure -> increment}
 local bucket_order = {}
 local totals = {}
-local touched = {}
-local seen_days = {}
 local results = {}
-local seen_prefix = prefix .. ':seen:'
+local hour = math.floor(now / 3600000)
 local bucket_seconds = {}
 for _, w in ipairs(cfg.windows) do bucket_seconds[w[1]] = w[2] end
+local slots_second, slots = nil, nil
 
 local function stored_offset(partition)
   local value = stored_offsets[partition]
@@ -53,16 +52,29 @@ local function stored_offset(partition)
   return value
 end
 
+-- The bucket tables (one per window) that time ts falls in; events come in runs of
+-- nearby times, so the last second's answer is kept.
+local function slots_for(ts)
+  local second = math.floor(ts / 1000)
+  if second ~= slots_second then
+    slots_second, slots = second, {}
+    for i, w in ipairs(cfg.windows) do
+      local id = w[1] .. ':' .. math.floor(second / w[2])
+      local b = buckets[id]
+      if b == nil then
+        b = {}
+        buckets[id] = b
+        bucket_order[#bucket_order + 1] = id
+      end
+      slots[i] = b
+    end
+  end
+  return slots
+end
+
 -- Count a figure in every window's bucket for time ts (and in the totals, for outcomes).
 local function count(ts, figure, amount, outcome)
-  for _, w in ipairs(cfg.windows) do
-    local id = w[1] .. ':' .. math.floor(ts / 1000 / w[2])
-    local b = buckets[id]
-    if b == nil then
-      b = {}
-      buckets[id] = b
-      bucket_order[#bucket_order + 1] = id
-    end
+  for _, b in ipairs(slots_for(ts)) do
     b[figure] = (b[figure] or 0) + amount
   end
   if outcome then
@@ -73,26 +85,32 @@ end
 local function read_leg(call_id)
   local raw = redis.call('HGET', legs_key, call_id)
   if not raw then return nil end
-  local st, q, d, a = string.match(raw, '^(%a)|([%d%.%-]*)|([%d%.%-]*)|([%d%.%-]*)$')
-  return {st = st, q = tonumber(q), d = tonumber(d), a = tonumber(a)}
+  local st, q, d, a, caller, priority, h, ids = string.match(raw,
+    '^(%a)|([%d%-]*)|([%d%-]*)|([%d%-]*)|([%d%+]*)|([%d%-]*)|(%d*)|(.*)$')
+  return {st = st, q = tonumber(q), d = tonumber(d), a = tonumber(a), caller = caller,
+          priority = priority, hour = tonumber(h), ids = ids}
 end
 
-local function write_leg(call_id, leg)
-  redis.call('HSET', legs_key, call_id,
-    leg.st .. '|' .. (leg.q or '') .. '|' .. (leg.d or '') .. '|' .. (leg.a or ''))
-  touched[call_id] = true
+-- Write the leg with the event id it has just applied; index it for forgetting at most
+-- once an hour.
+local function write_leg(call_id, leg, old, event_id)
+  local ids = (old and old.ids or '') .. event_id .. '\0'
+  if old == nil or old.hour ~= hour then
+    redis.call('ZADD', legidx_key, now, call_id)
+  end
+  redis.call('HSET', legs_key, call_id, leg.st .. '|' .. (leg.q or '') .. '|' ..
+    (leg.d or '') .. '|' .. (leg.a or '') .. '|' .. (leg.caller or '') .. '|' ..
+    (leg.priority or '') .. '|' .. hour .. '|' .. ids)
 end
 
 local function stop_waiting(call_id)
   redis.call('ZREM', waiting_key, call_id)
-  redis.call('HDEL', waitinfo_key, call_id)
 end
 
-local function start_visit(call_id, ts, caller, priority)
+local function start_visit(call_id, ts, caller, priority, old, event_id)
   count(ts, 'offered', 1, true)
-  write_leg(call_id, {st = 'W', q = ts})
+  write_leg(call_id, {st = 'W', q = ts, caller = caller, priority = priority}, old, event_id)
   redis.call('ZADD', waiting_key, ts, call_id)
-  redis.call('HSET', waitinfo_key, call_id, (caller or '') .. '|' .. (priority or ''))
 end
 
 -- A wait or handle time that comes out negative counts as 0.
@@ -116,34 +134,36 @@ local function end_handle(ts, leg)
   end
 end
 
-local function apply(kind, call_id, ts, caller, priority)
+local function apply(event_id, kind, call_id, ts, caller, priority)
   local leg = read_leg(call_id)
+  if leg ~= nil and string.find(leg.ids, event_id .. '\0', 1, true) then
+    return 'd'  -- a producer's duplicate of an event this leg has applied
+  end
   local arriving = (kind == 'Q' or kind == 'I')
 
   if kind == 'K' then
+    if leg ~= nil then write_leg(call_id, leg, leg, event_id) end
     return 'a'  -- callback attempts change no queue figure
   end
 
   if leg == nil then
     if arriving then
-      start_visit(call_id, ts, caller, priority)
+      start_visit(call_id, ts, caller, priority, nil, event_id)
       return 'a'
     end
     -- A terminal event for a leg never seen: counted without a wait, then closed.
     if kind == 'A' then
       count(ts, 'answered', 1, true)
-      write_leg(call_id, {st = 'A', d = ts, a = ts})
-    elseif kind == 'B' then
-      abandon(ts, nil)
-      write_leg(call_id, {st = 'X', d = ts})
-    elseif kind == 'C' then
-      count(ts, 'callback_accepted', 1, true)
-      write_leg(call_id, {st = 'X', d = ts})
-    elseif kind == 'T' then
-      count(ts, 'transferred_out', 1, true)
-      write_leg(call_id, {st = 'X', d = ts})
-    else -- 'E'
-      write_leg(call_id, {st = 'X', d = ts})
+      write_leg(call_id, {st = 'A', d = ts, a = ts}, nil, event_id)
+    else
+      if kind == 'B' then
+        abandon(ts, nil)
+      elseif kind == 'C' then
+        count(ts, 'callback_accepted', 1, true)
+      elseif kind == 'T' then
+        count(ts, 'transferred_out', 1, true)
+      end
+      write_leg(call_id, {st = 'X', d = ts}, nil, event_id)
     end
     return 'o'
   end
@@ -157,7 +177,8 @@ local function apply(kind, call_id, ts, caller, priority)
       count(ts, 'answered_waited', 1, false)
       count(ts, 'wait_ms', wait, false)
       if wait <= cfg.sla_ms then count(ts, 'answered_in_sla', 1, true) end
-      write_leg(call_id, {st = 'A', q = leg.q, d = ts, a = ts})
+      write_leg(call_id, {st = 'A', q = leg.q, d = ts, a = ts, caller = leg.caller}, leg,
+                event_id)
       return 'a'
     end
     if kind == 'B' or kind == 'E' then
@@ -167,7 +188,7 @@ local function apply(kind, call_id, ts, caller, priority)
     else -- 'T': an overflow, counted only as transferred out
       count(ts, 'transferred_out', 1, true)
     end
-    write_leg(call_id, {st = 'X', q = leg.q, d = ts, a = leg.a})
+    write_leg(call_id, {st = 'X', q = leg.q, d = ts, caller = leg.caller}, leg, event_id)
     return 'a'
   end
 
@@ -175,18 +196,20 @@ local function apply(kind, call_id, ts, caller, priority)
   if arriving then
     if ts < leg.d then
       count(ts, 'offered', 1, true)  -- its late start: offered, nothing revised
-      touched[call_id] = true
+      write_leg(call_id, leg, leg, event_id)
     else
-      start_visit(call_id, ts, caller, priority)  -- back in the queue: a new visit
+      start_visit(call_id, ts, caller, priority, leg, event_id)  -- back: a new visit
     end
     return 'a'
   end
   if leg.st == 'A' and (kind == 'E' or kind == 'T') then
     end_handle(ts, leg)
     if kind == 'T' then count(ts, 'transferred_out', 1, true) end
-    write_leg(call_id, {st = 'X', q = leg.q, d = leg.d, a = leg.a})
+    leg.st = 'X'
+    write_leg(call_id, leg, leg, event_id)
     return 'a'
   end
+  write_leg(call_id, leg, leg, event_id)  -- a conflict: remembered, so a copy is a duplicate
   return 'c'
 end
 
@@ -196,16 +219,10 @@ for i, e in ipairs(events) do
   if offset <= stored_offset(partition) then
     result = 'd'  -- redelivered: this offset was applied before
   else
-    local day = math.floor(e[6] / 86400000)
-    if redis.call('HSETNX', seen_prefix .. day, e[3], 1) == 0 then
-      result = 'd'
-    else
-      seen_days[day] = true
-      local caller, priority = e[7], e[8]
-      if caller == cjson.null then caller = nil end
-      if priority == cjson.null then priority = nil end
-      result = apply(e[4], e[5], e[6], caller, priority)
-    end
+    local caller, priority = e[7], e[8]
+    if caller == cjson.null then caller = nil end
+    if priority == cjson.null then priority = nil end
+    result = apply(e[3], e[4], e[5], e[6], caller, priority)
     if (applied_offsets[partition] or -1) < offset then applied_offsets[partition] = offset end
   end
   results[i] = result
@@ -224,18 +241,11 @@ for _, id in ipairs(bucket_order) do
   redis.call('EXPIRE', key, window + 2 * bucket_seconds[window] + cfg.bucket_ttl_extra_s)
 end
 
-for day, _ in pairs(seen_days) do
-  redis.call('EXPIRE', seen_prefix .. day, cfg.dedup_ttl_s)
-end
-
 for outcome, amount in pairs(totals) do
   redis.call('HINCRBY', totals_key, outcome, amount)
 end
 
--- Remember when each touched leg was last seen; forget legs idle past the horizon.
-for call_id, _ in pairs(touched) do
-  redis.call('ZADD', legidx_key, now, call_id)
-end
+-- Forget legs idle past the horizon.
 local stale = redis.call('ZRANGEBYSCORE', legidx_key, '-inf', now - cfg.leg_ttl_ms, 'LIMIT', 0, 1000)
 for _, call_id in ipairs(stale) do
   redis.call('HDEL', legs_key, call_id)

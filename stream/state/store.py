@@ -21,8 +21,10 @@ from .keys import KeySpace
 Redis = aioredis.Redis | aioredis.RedisCluster
 #: Dedup marks live at least this long after their last write (contract: at least 24 h).
 DEDUP_TTL_S = 25 * 3600
-#: A leg idle this long is forgotten (its late events then count as orphans).
-LEG_TTL_MS = 24 * 3600 * 1000
+#: A leg idle this long is forgotten (its late events then count as orphans). Its event
+#: ids are its dedup marks, so this is also the dedup horizon: 24 h plus the up-to-1 h
+#: coarseness of the leg index.
+LEG_TTL_MS = 25 * 3600 * 1000
 #: Buckets outlive their window by this much: events may be up to 5 min in the future.
 BUCKET_TTL_EXTRA_S = 360
 
@@ -136,7 +138,7 @@ class StateStore:
             config = {
                 "now": now_ms, "sla_ms": rule.sla_ms, "short_ms": rule.short_ms,
                 "windows": self.windows, "leg_ttl_ms": LEG_TTL_MS,
-                "dedup_ttl_s": DEDUP_TTL_S, "bucket_ttl_extra_s": BUCKET_TTL_EXTRA_S,
+                "bucket_ttl_extra_s": BUCKET_TTL_EXTRA_S,
             }
             pipe.evalsha(self._shas["apply_queue"], 1, self.keys.queue(queue_id),
                          json.dumps(config), json.dumps(batch.queues[queue_id].rows))

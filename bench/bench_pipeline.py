@@ -1,0 +1,219 @@
+"""Benchmark the core pipeline against tansu and a local Redis (run by hand, not in CI).
+
+    .venv/bin/python bench/bench_pipeline.py throughput [--calls 100000 --queues 50]
+    .venv/bin/python bench/bench_pipeline.py latency [--rate 5000 --seconds 20]
+    .venv/bin/python bench/bench_pipeline.py rss [--events 1000000]
+
+throughput: produce the events first, then time a bare aiokafka drain of the topic and
+callstream's processor on it (first applied event to last), in the same run.
+latency: produce at a fixed rate while the processor runs; Kafka record timestamp
+(producer side) to the moment Redis acknowledged the batch holding it.
+rss: a `callstream run` child process applies N events; its VmRSS at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
+from harness import ProcessorProcess, http_json, unique_settings  # noqa: E402
+
+from stream.broker import EmbeddedBroker  # noqa: E402
+from stream.config import Policy, Settings  # noqa: E402
+from stream.consume import Consumer, Health  # noqa: E402
+from stream.kafka_io import all_topics, ensure_topics, make_producer  # noqa: E402
+from stream.metrics import build_registry  # noqa: E402
+from stream.snapshots import bucket_windows, iso  # noqa: E402
+from stream.state.keys import KeySpace  # noqa: E402
+from stream.state.store import StateStore  # noqa: E402
+from stream.web.hub import SnapshotHub  # noqa: E402
+
+REDIS_URL = "redis://127.0.0.1:6379/14"
+
+
+def events_for(calls: int, queues: int, seed: int = 1) -> list[tuple[bytes, bytes]]:
+    """~2.85 events per call: queued, then answered + ended (75%) or abandoned."""
+    rng = random.Random(seed)
+    start = int(time.time() * 1000) - 1800_000
+    out: list[tuple[bytes, bytes]] = []
+    for i in range(calls):
+        queue = f"queue{i % queues}"
+        call = f"c{seed}-{i}"
+        t = start + i * 10
+        wait = rng.randint(1, 60) * 1000
+        rows: list[dict[str, Any]] = [{"type": "call.queued", "ts": iso(t),
+                                       "caller": f"+4420{rng.randint(10**7, 10**8 - 1)}"}]
+        if rng.random() < 0.85:
+            rows.append({"type": "call.answered", "ts": iso(t + wait), "agent_id": "a1"})
+            rows.append({"type": "call.ended", "ts": iso(t + wait + 180_000)})
+        else:
+            rows.append({"type": "call.abandoned", "ts": iso(t + wait)})
+        for n, row in enumerate(rows):
+            row |= {"event_id": f"{call}-{n}", "call_id": call, "queue_id": queue}
+            out.append((queue.encode(), json.dumps(row).encode()))
+    return out
+
+
+async def produce_all(settings: Settings, events: list[tuple[bytes, bytes]]) -> None:
+    producer = make_producer(settings, linger_ms=20, max_batch_size=512 * 1024)
+    await producer.start()
+    try:
+        for start in range(0, len(events), 20_000):
+            futures = [await producer.send(settings.topic_events, value, key=key)
+                       for key, value in events[start:start + 20_000]]
+            await asyncio.gather(*futures)
+            print(f"\rproduced {start + len(futures)}/{len(events)}", end="", file=sys.stderr)
+        print(file=sys.stderr)
+    finally:
+        await producer.stop()
+
+
+async def bare_drain(settings: Settings, total: int) -> float:
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
+                                enable_auto_commit=False, fetch_max_bytes=64 * 1024 * 1024,
+                                max_partition_fetch_bytes=8 * 1024 * 1024)
+    await consumer.start()
+    partitions = consumer.partitions_for_topic(settings.topic_events) or set()
+    consumer.assign([TopicPartition(settings.topic_events, p) for p in partitions])
+    await consumer.seek_to_beginning()
+    seen, first = 0, 0.0
+    while seen < total:
+        batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+        n = sum(len(records) for records in batch.values())
+        if n and not first:
+            first = time.perf_counter()
+        seen += n
+    elapsed = time.perf_counter() - first
+    await consumer.stop()
+    return total / elapsed
+
+
+class TimedConsumer(Consumer):
+    """The real consumer, noting when batches finish applying."""
+
+    applied = 0
+    first = 0.0
+    last = 0.0
+    latencies: list[float] = []
+
+    def _count(self, batch: Any, queue_results: Any, agent_results: Any) -> None:
+        now = time.perf_counter()
+        if not self.first:
+            self.first = now
+        self.last = now
+        self.applied += batch.size
+        wall_ms = time.time() * 1000
+        self.latencies.extend(wall_ms - ts for _type, _shard, _index, ts in batch.applied_refs)
+        super()._count(batch, queue_results, agent_results)
+
+
+async def run_consumer(settings: Settings, until: int) -> TimedConsumer:
+    store = await StateStore.connect(settings.redis_url, bucket_windows(settings.window_seconds),
+                                     KeySpace(settings.redis_prefix))
+    _, metrics = build_registry(SnapshotHub())
+    consumer = TimedConsumer(settings, Policy(), store, metrics, Health())
+    stop = asyncio.Event()
+
+    async def watch() -> None:
+        while consumer.applied < until:
+            await asyncio.sleep(0.05)
+        stop.set()
+
+    await asyncio.gather(consumer.run(stop), watch())
+    await store.close()
+    return consumer
+
+
+async def throughput(args: argparse.Namespace) -> None:
+    events = events_for(args.calls, args.queues)
+    with EmbeddedBroker() as broker:
+        settings = unique_settings(broker.bootstrap, redis_url=REDIS_URL)
+        await ensure_topics(settings, all_topics(settings))
+        await produce_all(settings, events)
+        drain = bare_drain(settings, len(events))
+        drain_rate = await drain
+        consumer = await run_consumer(settings, len(events))
+    rate = len(events) / (consumer.last - consumer.first)
+    print(f"events: {len(events)} ({args.calls} calls, {args.queues} queues, 8 partitions)")
+    print(f"bare aiokafka drain: {drain_rate:,.0f} events/s")
+    print(f"callstream applied:  {rate:,.0f} events/s "
+          f"({rate / drain_rate:.1%} of the bare drain)")
+
+
+async def latency(args: argparse.Namespace) -> None:
+    events = events_for(args.rate * args.seconds // 3 + 1, 50, seed=2)
+    events = events[: args.rate * args.seconds]
+    with EmbeddedBroker() as broker:
+        settings = unique_settings(broker.bootstrap, redis_url=REDIS_URL, kafka_start="earliest")
+        await ensure_topics(settings, all_topics(settings))
+        producer = make_producer(settings, linger_ms=0)
+        await producer.start()
+        consuming = asyncio.create_task(run_consumer(settings, len(events)))
+        await asyncio.sleep(8)  # group join
+        started = time.perf_counter()
+        for i, (key, value) in enumerate(events):
+            row = json.loads(value) | {"ts": iso(int(time.time() * 1000))}  # ts = produce time
+            await producer.send(settings.topic_events, json.dumps(row).encode(), key=key)
+            ahead = started + (i + 1) / args.rate - time.perf_counter()
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+        await producer.flush()
+        consumer = await consuming
+        await producer.stop()
+    lat = sorted(consumer.latencies)
+    q = statistics.quantiles(lat, n=100)
+    print(f"{len(lat)} events at {args.rate}/s: event ts (= produce time) -> applied in Redis "
+          f"p50 {q[49]:.1f} ms, p99 {q[98]:.1f} ms, max {lat[-1]:.1f} ms")
+
+
+async def rss(args: argparse.Namespace) -> None:
+    calls = args.events * 100 // 285
+    with EmbeddedBroker() as broker:
+        settings = unique_settings(broker.bootstrap, redis_url=REDIS_URL)
+        await ensure_topics(settings, all_topics(settings))
+        processor = await ProcessorProcess(settings).start()
+        for part in range(0, calls, 100_000):
+            await produce_all(settings, events_for(min(100_000, calls - part), 50, seed=part))
+        total = 0
+        while total < args.events * 0.99:
+            snapshot = await http_json(processor.url + "/api/queues")
+            total = sum(sum(q["totals"][k] for k in ("offered", "answered", "abandoned"))
+                        for q in snapshot["queues"])
+            await asyncio.sleep(1)
+        await asyncio.sleep(3)
+        status = Path(f"/proc/{processor.process.pid}/status").read_text()
+        vmrss = next(line for line in status.splitlines() if line.startswith("VmRSS"))
+        print(f"after {args.events:,} events: processor {vmrss}")
+        processor.terminate()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="mode", required=True)
+    t = sub.add_parser("throughput")
+    t.add_argument("--calls", type=int, default=100_000)
+    t.add_argument("--queues", type=int, default=50)
+    lat = sub.add_parser("latency")
+    lat.add_argument("--rate", type=int, default=5000)
+    lat.add_argument("--seconds", type=int, default=20)
+    r = sub.add_parser("rss")
+    r.add_argument("--events", type=int, default=1_000_000)
+    args = parser.parse_args()
+    asyncio.run({"throughput": throughput, "latency": latency, "rss": rss}[args.mode](args))
+    subprocess.run(["redis-cli", "-n", "14", "flushdb"], capture_output=True, check=False)
+
+
+if __name__ == "__main__":
+    main()
