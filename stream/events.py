@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -30,16 +30,22 @@ MAX_FUTURE_MS = 5 * 60 * 1000
 SCHEMA_VERSION = 1
 
 _CALLER_KEEP = re.compile(r"[^\d+]")
+_DATE_PREFIX = re.compile(r"\d{4}-\d\d-\d\d[Tt ]")
 _AGENT_STATES = ("available", "busy", "wrapup", "away", "offline")
 AgentState = Literal["available", "busy", "wrapup", "away", "offline"]
 
 
 def _epoch_seconds(value: Any) -> Any:
-    """A number is Unix epoch seconds; strings go on to the RFC 3339 parser."""
+    """A number is Unix epoch seconds; a string must be an RFC 3339 date-time."""
     if isinstance(value, bool):
         raise ValueError("ts is not a time")
     if isinstance(value, int | float):
-        return datetime.fromtimestamp(value, UTC)
+        try:
+            return datetime.fromtimestamp(value, UTC)
+        except (OverflowError, OSError, ValueError):
+            raise ValueError("ts is out of range") from None
+    if isinstance(value, str) and not _DATE_PREFIX.match(value):
+        raise ValueError("ts is not RFC 3339")  # pydantic would read digits as epoch time
     return value
 
 
@@ -64,10 +70,15 @@ def _printable(value: Any) -> Any:
     return value
 
 
-#: Event time in epoch milliseconds; a time without an offset is refused.
-Ts = Annotated[
-    AwareDatetime, Field(strict=False), BeforeValidator(_epoch_seconds), AfterValidator(_to_ms)
-]
+if TYPE_CHECKING:
+    Ts = int
+else:
+    #: Event time in epoch milliseconds, parsed by pydantic's own RFC 3339 parser; a time
+    #: without an offset is refused.
+    Ts = Annotated[
+        AwareDatetime, Field(strict=False), BeforeValidator(_epoch_seconds),
+        AfterValidator(_to_ms),
+    ]
 QueueId = Annotated[str, Field(pattern=ID_PATTERN)]
 AgentId = Annotated[str, Field(pattern=ID_PATTERN)]
 CallId = Annotated[str, Field(min_length=1, max_length=128), BeforeValidator(_printable)]

@@ -13,6 +13,7 @@ from .config import Policy, Settings
 from .consume import Consumer, Health, Outage
 from .kafka_io import all_topics, ensure_topics
 from .metrics import build_registry
+from .mqtt import MqttPublisher
 from .snapshots import SnapshotRefresher, bucket_windows
 from .state.keys import KeySpace
 from .state.store import StateStore
@@ -42,6 +43,7 @@ async def _until_reachable(what: Outage, stop: asyncio.Event, attempt: object) -
 async def run_processor(settings: Settings, policy: Policy, stop: asyncio.Event) -> None:
     """Run until ``stop`` is set; then finish the batch in flight, commit and return."""
     hub = SnapshotHub()
+    mqtt = MqttPublisher(settings, hub) if settings.mqtt_url else None  # checks the URL now
     registry, metrics = build_registry(hub)
     health = Health()
     app = build_app(hub, registry, health, settings.http_token)
@@ -68,7 +70,10 @@ async def run_processor(settings: Settings, policy: Policy, stop: asyncio.Event)
             return
         consumer = Consumer(settings, policy, store, metrics, health)
         refresher = SnapshotRefresher(settings, policy, store, hub, health)
-        await asyncio.gather(consumer.run(stop), refresher.run(stop))
+        tasks = [consumer.run(stop), refresher.run(stop)]
+        if mqtt is not None:
+            tasks.append(mqtt.run(stop))
+        await asyncio.gather(*tasks)
     finally:
         await runner.cleanup()
         if store is not None:
