@@ -89,7 +89,6 @@ class Consumer:
         self._assigned: set[TopicPartition] = set()
         self._positions: dict[TopicPartition, int] = {}
         self._dead_lettered: dict[int, int] = {}
-        self._stopping = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set, then finish the batch in flight and commit."""
@@ -113,7 +112,6 @@ class Consumer:
             await self._settle()
         finally:
             watchdog.cancel()
-            self._stopping.set()
             await self._consumer.stop()
             await self._producer.stop()
 
@@ -136,8 +134,8 @@ class Consumer:
             except (RedisError, OSError) as exc:
                 self.health.redis_ok = False
                 self.redis_outage.failed(exc)
-                if stop.is_set() and self._stopping.is_set():
-                    return
+                if stop.is_set():
+                    return  # neither applied nor committed: the next owner reads it again
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX_S)
         if self.redis_outage.since is not None:

@@ -126,8 +126,8 @@ async def queue_figures(base_url: str, queue_id: str) -> dict[str, Any] | None:
     return None
 
 
-def call_stream(calls: int, queues: int = 4, seed: int = 7, start_ms: int | None = None
-                ) -> tuple[list[dict[str, Any]], dict[str, dict[str, int]]]:
+def call_stream(calls: int, queues: int = 4, seed: int = 7, start_ms: int | None = None,
+                spacing_ms: int = 50) -> tuple[list[dict[str, Any]], dict[str, dict[str, int]]]:
     """A deterministic stream of whole calls, and the totals it must produce per queue."""
     import random
 
@@ -138,7 +138,7 @@ def call_stream(calls: int, queues: int = 4, seed: int = 7, start_ms: int | None
     for i in range(calls):
         queue = f"q{i % queues}"
         call = f"call-{seed}-{i}"
-        t = start + i * 50
+        t = start + i * spacing_ms
         totals = expected.setdefault(queue, {"offered": 0, "answered": 0, "abandoned": 0,
                                               "answered_in_sla": 0, "short_abandoned": 0})
         events.append(_event(f"{call}-q", "call.queued", t, call_id=call, queue_id=queue))
