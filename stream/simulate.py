@@ -798,7 +798,7 @@ def register(subparsers: Any) -> None:
     )
     add(
         "--arrival-rate",
-        default="0.02",
+        default="0.015",
         metavar="RATE[,QUEUE=RATE...]",
         help="calls per second per queue at the profile's peak: one number for every queue "
         "and/or QUEUE=RATE pairs (default: %(default)s)",

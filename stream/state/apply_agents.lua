@@ -1,13 +1,15 @@
 -- Apply one batch of agent.state events, atomically, to the agents hash.
 --
 -- KEYS[1]  the agents key prefix, e.g. "cs:{agents}"
--- ARGV[1]  JSON config: {dedup_ttl_s}
+-- ARGV[1]  JSON config: {now, dedup_ttl_s}   (now: the wall clock, ms)
 -- ARGV[2]  JSON events: [[partition, offset, event_id, agent_id, ts_ms, "state|q1,q2"], ...]
 -- Returns one result letter per event (a applied, d duplicate).
 --
 -- Keys below the prefix:
 --   :offsets     hash partition -> last applied offset
---   :seen:<day>  hash event_id -> 1
+--   :seen:<day>  hash event_id -> 1, day of processing (wall clock); an id is looked up
+--                in today's and yesterday's hash, so the horizon is at least 24 h whatever
+--                the event's ts
 --   :state       hash agent_id -> "state|queue,queue,..." (latest applied wins)
 
 local prefix = KEYS[1]
@@ -15,7 +17,11 @@ local cfg = cjson.decode(ARGV[1])
 local events = cjson.decode(ARGV[2])
 local offsets_key = prefix .. ':offsets'
 local seen_prefix = prefix .. ':seen:'
-local stored, applied, seen_days, results = {}, {}, {}, {}
+local stored, applied, results = {}, {}, {}
+local today = math.floor(cfg.now / 86400000)
+local seen_today = seen_prefix .. today
+local seen_yesterday = seen_prefix .. (today - 1)
+local marked = false
 
 for i, e in ipairs(events) do
   local partition, offset = tostring(e[1]), e[2]
@@ -25,11 +31,11 @@ for i, e in ipairs(events) do
   if offset <= stored[partition] then
     results[i] = 'd'
   else
-    local day = math.floor(e[5] / 86400000)
-    if redis.call('HSETNX', seen_prefix .. day, e[3], 1) == 0 then
+    if redis.call('HEXISTS', seen_yesterday, e[3]) == 1
+        or redis.call('HSETNX', seen_today, e[3], 1) == 0 then
       results[i] = 'd'
     else
-      seen_days[day] = true
+      marked = true
       redis.call('HSET', prefix .. ':state', e[4], e[6])
       results[i] = 'a'
     end
@@ -40,7 +46,7 @@ end
 for partition, offset in pairs(applied) do
   redis.call('HSET', offsets_key, partition, offset)
 end
-for day, _ in pairs(seen_days) do
-  redis.call('EXPIRE', seen_prefix .. day, cfg.dedup_ttl_s)
+if marked then
+  redis.call('EXPIRE', seen_today, cfg.dedup_ttl_s)
 end
 return table.concat(results)

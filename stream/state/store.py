@@ -19,8 +19,8 @@ from redis.exceptions import NoScriptError
 from .keys import KeySpace
 
 Redis = aioredis.Redis | aioredis.RedisCluster
-#: Dedup marks live at least this long after their last write (contract: at least 24 h).
-DEDUP_TTL_S = 25 * 3600
+#: An agent event's dedup mark lives in a hash per processing day for two days.
+DEDUP_TTL_S = 2 * 86400 + 3600
 #: A leg idle this long is forgotten (its late events then count as orphans). Its event
 #: ids are its dedup marks, so this is also the dedup horizon: 24 h plus the up-to-1 h
 #: coarseness of the leg index.
@@ -144,7 +144,7 @@ class StateStore:
                          json.dumps(config), json.dumps(batch.queues[queue_id].rows))
         if batch.agent_rows:
             pipe.evalsha(self._shas["apply_agents"], 1, self.keys.agents,
-                         json.dumps({"dedup_ttl_s": DEDUP_TTL_S}), json.dumps(batch.agent_rows))
+                         json.dumps({"now": now_ms, "dedup_ttl_s": DEDUP_TTL_S}), json.dumps(batch.agent_rows))
         replies = await pipe.execute()
         # Written only after every script call succeeded; on one Redis its AOF keeps a
         # prefix of the writes, so a surviving checkpoint implies surviving state.

@@ -380,12 +380,6 @@ def billing_agents(snapshot: dict[str, Any]) -> dict[str, int] | None:
     return None
 
 
-@pytest.mark.xfail(
-    reason="BUG: agent.state dedup marks are keyed by the day of the event's ts "
-    "(apply_agents.lua ':seen:<day>'), so the same event_id with another ts (replay "
-    "--shift-to-now across midnight) is applied again and reverts a newer agent state",
-    strict=True,
-)
 async def test_a_shifted_replay_of_applied_history_applies_nothing_again(
     broker: EmbeddedBroker, tmp_path: Path
 ) -> None:

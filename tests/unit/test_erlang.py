@@ -79,7 +79,9 @@ def test_erlang_a_with_infinite_patience_is_erlang_c() -> None:
     for agents in range(11, 16):
         exact = erlang_a(agents, RATE, AHT, math.inf, 20, 5)
         assert exact.abandoned == 0.0
-        assert exact.answered_within == pytest.approx(service_level(agents, LOAD, AHT, 20), abs=1e-9)
+        assert exact.answered_within == pytest.approx(
+            service_level(agents, LOAD, AHT, 20), abs=1e-9
+        )
 
 
 def test_erlang_a_tends_to_erlang_c_as_patience_grows() -> None:

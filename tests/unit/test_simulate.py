@@ -122,8 +122,9 @@ def measure(events: Iterable[dict[str, Any]], since: float, until: float) -> Fig
     return figures
 
 
-def single_queue(agents: int, rate: float, aht: float, patience: float, seed: int,
-                 duration: float) -> SimulationConfig:
+def single_queue(
+    agents: int, rate: float, aht: float, patience: float, seed: int, duration: float
+) -> SimulationConfig:
     """A stationary M/M/c+M queue: no transfers, breaks, repeats or callbacks."""
     return SimulationConfig(
         queues=(QueueConfig("q", rate, aht),),
@@ -177,7 +178,10 @@ def test_stationary_queue_matches_erlang_a() -> None:
     predicted = erlang_a(agents, rate, aht, patience, SLA_SECONDS, SHORT_ABANDON_SECONDS)
     measured = replicate(
         lambda seed, duration: single_queue(agents, rate, aht, patience, seed, duration),
-        range(REPLICATIONS), WARM_UP, MEASURED, DRAIN,
+        range(REPLICATIONS),
+        WARM_UP,
+        MEASURED,
+        DRAIN,
     )
     service_level, abandon_ratio = measured["service_level"], measured["abandon_ratio"]
     assert service_level.standard_error < 0.005 and abandon_ratio.standard_error < 0.0025
@@ -191,7 +195,10 @@ def test_patient_callers_match_erlang_c() -> None:
     predicted = erlang_a(agents, rate, aht, math.inf, SLA_SECONDS, SHORT_ABANDON_SECONDS)
     measured = replicate(
         lambda seed, duration: single_queue(agents, rate, aht, math.inf, seed, duration),
-        range(100, 100 + REPLICATIONS), WARM_UP, MEASURED, DRAIN,
+        range(100, 100 + REPLICATIONS),
+        WARM_UP,
+        MEASURED,
+        DRAIN,
     )
     assert measured["abandon_ratio"].mean == 0.0
     service_level, mean_wait = measured["service_level"], measured["asa"]
@@ -211,9 +218,23 @@ def cli_args(*argv: str) -> argparse.Namespace:
 
 def featured(seed: int = 7, *extra: str) -> SimulationConfig:
     """Every feature on (the CLI defaults), office hours, a morning with an incident."""
-    args = cli_args("--seed", str(seed), "--duration", "10800", "--out", "x.jsonl",
-                    "--profile", "office", "--arrival-rate", "0.03", "--break-every", "3600",
-                    "--incident", "5400:1200:0.5", *extra)
+    args = cli_args(
+        "--seed",
+        str(seed),
+        "--duration",
+        "10800",
+        "--out",
+        "x.jsonl",
+        "--profile",
+        "office",
+        "--arrival-rate",
+        "0.03",
+        "--break-every",
+        "3600",
+        "--incident",
+        "5400:1200:0.5",
+        *extra,
+    )
     return command_from_args(args).config
 
 
@@ -286,8 +307,9 @@ def test_legs_agents_and_routing_are_consistent(featured_events: list[dict[str, 
             assert state[agent] == "available" and holding.get(agent) is None
             assert event["queue_id"] in skills[agent]
             chosen = waiting_since.pop(leg)
-            rivals = [since for (call, queue), since in waiting_since.items()
-                      if queue in skills[agent]]
+            rivals = [
+                since for (call, queue), since in waiting_since.items() if queue in skills[agent]
+            ]
             assert all(chosen <= rival for rival in rivals)
             legs[leg] = "answered"
             holding[agent] = leg
@@ -335,7 +357,10 @@ def test_incident_raises_abandonment() -> None:
         return SimulationConfig(
             queues=(QueueConfig("sales", 0.04, 180), QueueConfig("support", 0.04, 180)),
             agents=tuple(AgentConfig(f"a{i}", ("sales", "support")) for i in range(20)),
-            seed=3, duration_seconds=5400, patience_seconds=120, wrapup_seconds=10,
+            seed=3,
+            duration_seconds=5400,
+            patience_seconds=120,
+            wrapup_seconds=10,
             incidents=incidents,
         )
 
@@ -373,21 +398,49 @@ async def test_paced_run_stamps_wall_clock_time(tmp_path: Path) -> None:
 
 def outline(event: dict[str, Any]) -> tuple[str, str, str]:
     """An event without its time and without the run prefix of its ids."""
-    return event["type"], event["event_id"].rsplit("-", 1)[1], event.get("call_id", "-").rsplit(
-        "-", 1)[1]
+    return (
+        event["type"],
+        event["event_id"].rsplit("-", 1)[1],
+        event.get("call_id", "-").rsplit("-", 1)[1],
+    )
 
 
 def test_cli_builds_the_configuration() -> None:
-    command = command_from_args(cli_args(
-        "--queues", "sales,support", "--agents", "4", "--arrival-rate", "0.01,sales=0.05",
-        "--aht", "200", "--patience", "inf", "--incident", "600:600:0.5", "--seed", "9",
-        "--duration", "3600", "--out", "events.jsonl", "--break-every", "0",
-    ))
+    command = command_from_args(
+        cli_args(
+            "--queues",
+            "sales,support",
+            "--agents",
+            "4",
+            "--arrival-rate",
+            "0.01,sales=0.05",
+            "--aht",
+            "200",
+            "--patience",
+            "inf",
+            "--incident",
+            "600:600:0.5",
+            "--seed",
+            "9",
+            "--duration",
+            "3600",
+            "--out",
+            "events.jsonl",
+            "--break-every",
+            "0",
+        )
+    )
     config = command.config
     assert [(q.queue_id, q.arrival_rate_per_s, q.aht_seconds) for q in config.queues] == [
-        ("sales", 0.05, 200.0), ("support", 0.01, 200.0)]
+        ("sales", 0.05, 200.0),
+        ("support", 0.01, 200.0),
+    ]
     assert [a.queues for a in config.agents] == [
-        ("sales",), ("support",), ("sales",), ("support", "sales")]
+        ("sales",),
+        ("support",),
+        ("sales",),
+        ("support", "sales"),
+    ]
     assert config.incidents == (Incident(600, 600, 0.5),)
     assert math.isinf(config.patience_seconds) and math.isinf(config.break_every_seconds)
     assert command.speed == 0 and command.out_path == "events.jsonl" and config.seed == 9
@@ -417,6 +470,17 @@ def test_cli_help_describes_every_option(capsys: pytest.CaptureFixture[str]) -> 
     with pytest.raises(SystemExit):
         cli_args("--help")
     text = capsys.readouterr().out
-    for option in ("--queues", "--agents", "--arrival-rate", "--aht", "--patience", "--seed",
-                   "--speed", "--duration", "--out", "--incident", "--profile"):
+    for option in (
+        "--queues",
+        "--agents",
+        "--arrival-rate",
+        "--aht",
+        "--patience",
+        "--seed",
+        "--speed",
+        "--duration",
+        "--out",
+        "--incident",
+        "--profile",
+    ):
         assert option in text
