@@ -27,17 +27,17 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
-from harness import ProcessorProcess, http_json, unique_settings  # noqa: E402
+from harness import ProcessorProcess, http_json, unique_settings
 
-from stream.broker import EmbeddedBroker  # noqa: E402
-from stream.config import Policy, Settings  # noqa: E402
-from stream.consume import Consumer, Health  # noqa: E402
-from stream.kafka_io import all_topics, ensure_topics, make_producer  # noqa: E402
-from stream.metrics import build_registry  # noqa: E402
-from stream.snapshots import bucket_windows, iso  # noqa: E402
-from stream.state.keys import KeySpace  # noqa: E402
-from stream.state.store import StateStore  # noqa: E402
-from stream.web.hub import SnapshotHub  # noqa: E402
+from stream.broker import EmbeddedBroker
+from stream.config import Policy, Settings
+from stream.consume import Consumer, Health
+from stream.kafka_io import all_topics, ensure_topics, make_producer
+from stream.metrics import build_registry
+from stream.snapshots import bucket_windows, iso
+from stream.state.keys import KeySpace
+from stream.state.store import StateStore
+from stream.web.hub import SnapshotHub
 
 REDIS_URL = "redis://127.0.0.1:6379/14"
 
@@ -102,10 +102,11 @@ async def bare_drain(settings: Settings, total: int) -> float:
 class TimedConsumer(Consumer):
     """The real consumer, noting when batches finish applying."""
 
-    applied = 0
-    first = 0.0
-    last = 0.0
-    latencies: list[float] = []
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.applied = 0
+        self.first = self.last = 0.0
+        self.latencies: list[float] = []
 
     def _count(self, batch: Any, queue_results: Any, agent_results: Any) -> None:
         now = time.perf_counter()

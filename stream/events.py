@@ -171,7 +171,7 @@ EVENT_TYPES: tuple[str, ...] = (
     "agent.state",
 )
 _ADAPTER: TypeAdapter[Event] = TypeAdapter(
-    Annotated[Event, Field(discriminator="type")]  # type: ignore[arg-type]
+    Annotated[Event, Field(discriminator="type")]
 )
 
 

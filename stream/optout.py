@@ -17,10 +17,10 @@ from .state.keys import KeySpace
 async def _change(action: str, number: str | None) -> list[str]:
     settings = Settings()
     key = KeySpace(settings.redis_prefix).optout
-    client = aioredis.Redis.from_url(settings.redis_url)
+    client = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
     try:
         if action == "list":
-            return sorted(n.decode() for n in await client.smembers(key))
+            return sorted(str(n) for n in await client.smembers(key))
         assert number is not None
         normalised = normalise_caller(number)
         if normalised is None:

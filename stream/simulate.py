@@ -233,6 +233,8 @@ class _Agent:
 class _Call:
     call_id: str
     caller: str
+    #: The queue the caller dialled, where a repeat call goes.
+    dialled: str
     priority: int
     queue_id: str
     patience: float
@@ -370,6 +372,7 @@ class _CallCentre:
         call = _Call(
             call_id=f"{self._prefix}-c{self._calls}",
             caller=caller,
+            dialled=queue_id,
             priority=1 if rng.random() < config.vip_fraction else 0,
             queue_id=queue_id,
             patience=self._patience(rng),
@@ -439,7 +442,7 @@ class _CallCentre:
             delay = self._dynamic_rng.expovariate(1 / self.config.repeat_delay_seconds)
             self._at(
                 self._now + delay,
-                lambda: self._new_call(call.queue_id, call.caller, self._dynamic_rng),
+                lambda: self._new_call(call.dialled, call.caller, self._dynamic_rng),
             )
 
     def _take_callback(self, call: _Call, token: int) -> None:
@@ -673,7 +676,8 @@ class _Sink:
 
 class _FileSink(_Sink):
     def __init__(self, path: str, paced: bool) -> None:
-        # Line-buffered while paced, so a reader following the file sees events as they come.
+        # Unbuffered while paced (one write per line), so a reader following the file sees
+        # each event when it is due.
         self._file = open(path, "wb", buffering=0 if paced else -1)  # noqa: SIM115
 
     async def send(self, event: Event) -> None:
@@ -1052,10 +1056,12 @@ def _per_queue(text: str, queue_ids: list[str], option: str) -> dict[str, float]
             values[name] = value
         else:
             raise ConfigError(f"simulate: {option}: {name!r} is not one of --queues {queue_ids}")
+    if default is not None:
+        return {q: values.get(q, default) for q in queue_ids}
     missing = [q for q in queue_ids if q not in values]
-    if missing and default is None:
+    if missing:
         raise ConfigError(f"simulate: {option} gives no value for {missing}")
-    return {q: values.get(q, default or 0.0) for q in queue_ids}
+    return {q: values[q] for q in queue_ids}
 
 
 def _incident(text: str) -> Incident:

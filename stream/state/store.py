@@ -87,12 +87,12 @@ class StateStore:
     async def connect(cls, url: str, windows: list[tuple[int, int]], keys: KeySpace
                       ) -> StateStore:
         """Connect to a Redis server or, when ``url`` names a Cluster node, the Cluster."""
-        client: Redis = aioredis.Redis.from_url(url)
+        client: Redis = aioredis.Redis.from_url(url, decode_responses=True)
         try:
             info = await client.info("cluster")
             if info.get("cluster_enabled"):
                 await client.aclose()
-                client = aioredis.RedisCluster.from_url(url)
+                client = aioredis.RedisCluster.from_url(url, decode_responses=True)
         except Exception:
             await client.aclose()
             raise
@@ -156,8 +156,8 @@ class StateStore:
         if batch.checkpoint or batch.newest_ts_ms is not None:
             await tail.execute()
         replies = replies[bool(batch.new_queues) + bool(batch.dead_lettered):]
-        results = {q: replies[i].decode() for i, q in enumerate(order)}
-        agents = replies[len(order)].decode() if batch.agent_rows else ""
+        results = {q: replies[i] for i, q in enumerate(order)}
+        agents = replies[len(order)] if batch.agent_rows else ""
         return results, agents
 
     async def checkpoints(self, topic: str) -> dict[int, int]:
@@ -173,7 +173,7 @@ class StateStore:
         return {int(p): int(o) for p, o in raw.items()}
 
     async def queue_ids(self) -> list[str]:
-        return sorted(q.decode() for q in await self.client.smembers(self.keys.queues))
+        return sorted(str(q) for q in await self.client.smembers(self.keys.queues))
 
     async def event_clock_ms(self) -> int | None:
         raw = await self.client.get(self.keys.event_clock)
@@ -204,8 +204,8 @@ class StateStore:
         raw = await self.client.hgetall(self.keys.agent_states)
         agents: dict[str, tuple[str, list[str]]] = {}
         for agent, value in raw.items():
-            state, _, queues = value.decode().partition("|")
-            agents[agent.decode()] = (state, [q for q in queues.split(",") if q])
+            state, _, queues = str(value).partition("|")
+            agents[str(agent)] = (state, [q for q in queues.split(",") if q])
         return agents
 
 

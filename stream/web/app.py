@@ -6,6 +6,7 @@ import hmac
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from ..consume import Health
@@ -19,7 +20,7 @@ _OPEN_PATHS = ("/healthz",)
 def build_app(hub: SnapshotHub, registry: CollectorRegistry, health: Health,
               token: str = "") -> web.Application:
     """The application; with ``token`` set, every path but /healthz needs it."""
-    middlewares = [_token_guard(token)] if token else []
+    middlewares: list[Middleware] = [_token_guard(token)] if token else []
     app = web.Application(middlewares=middlewares)
 
     async def metrics(_: web.Request) -> web.Response:
@@ -54,7 +55,7 @@ def build_app(hub: SnapshotHub, registry: CollectorRegistry, health: Health,
     return app
 
 
-def _token_guard(token: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def _token_guard(token: str) -> Middleware:
     """Bearer token in the Authorization header, or ``?token=`` for kiosk browsers."""
 
     @web.middleware

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import aiohttp
 import pytest
 from harness import http_text, wait_until
 
@@ -45,7 +46,7 @@ async def test_demo_serves_live_figures_and_leaves_nothing_behind(tmp_path: Path
     async def offered_calls_live() -> bool:
         try:
             metrics = await http_text(url + "/metrics")
-        except Exception:
+        except aiohttp.ClientError:
             return False
         return any(line.startswith("callstream_queue_window_calls{") and 'outcome="offered"'
                    in line and not line.endswith(" 0.0") for line in metrics.splitlines())

@@ -10,8 +10,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from harness import InProcessProcessor, call_stream, produce, queue_figures, unique_settings, \
-    wait_until
+from harness import (
+    InProcessProcessor,
+    call_stream,
+    produce,
+    queue_figures,
+    unique_settings,
+    wait_until,
+)
 
 from stream.broker import EmbeddedBroker
 from stream.events import parse

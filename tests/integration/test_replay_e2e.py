@@ -16,7 +16,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 from harness import InProcessProcessor, http_json, http_text, produce, unique_settings
 
 from stream.broker import EmbeddedBroker
