@@ -28,7 +28,6 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
 from harness import ProcessorProcess, http_json, unique_settings
-
 from stream.broker import EmbeddedBroker
 from stream.config import Policy, Settings
 from stream.consume import Consumer, Health

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import heapq
 import json
 import math
@@ -1015,12 +1016,11 @@ def run(args: argparse.Namespace) -> int:
         f"simulate: seed {command.config.seed}, speed {command.speed:g}, to {target}",
         file=sys.stderr,
     )
-    try:
+    # Ctrl-C is how an open-ended run stops; what was sent has been flushed by then.
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(
             produce(settings, command.config, command.speed, command.out_path, command.start)
         )
-    except KeyboardInterrupt:
-        pass  # how an open-ended run stops; what was sent has been flushed
     return 0
 
 

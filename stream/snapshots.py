@@ -6,6 +6,7 @@ Scrapes, the API and the wallboard read the newest snapshot; none of them waits 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from datetime import UTC, datetime
@@ -79,7 +80,5 @@ class SnapshotRefresher:
                 failing = True
                 snapshot = self.hub.snapshot | {"ready": False}
             self.hub.publish(snapshot)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), REFRESH_SECONDS)
-            except TimeoutError:
-                pass

@@ -131,7 +131,8 @@ class StateStore:
         if batch.new_queues:
             pipe.sadd(self.keys.queues, *batch.new_queues)
         if batch.dead_lettered:
-            pipe.hset(self.keys.dead_lettered(topic), mapping=batch.dead_lettered)  # type: ignore[arg-type]
+            pipe.hset(self.keys.dead_lettered(topic),
+                      mapping=batch.dead_lettered)  # type: ignore[arg-type]
         order = list(batch.queues)
         for queue_id in order:
             rule = rules[queue_id]
@@ -144,13 +145,15 @@ class StateStore:
                          json.dumps(config), json.dumps(batch.queues[queue_id].rows))
         if batch.agent_rows:
             pipe.evalsha(self._shas["apply_agents"], 1, self.keys.agents,
-                         json.dumps({"now": now_ms, "dedup_ttl_s": DEDUP_TTL_S}), json.dumps(batch.agent_rows))
+                         json.dumps({"now": now_ms, "dedup_ttl_s": DEDUP_TTL_S}),
+                         json.dumps(batch.agent_rows))
         replies = await pipe.execute()
         # Written only after every script call succeeded; on one Redis its AOF keeps a
         # prefix of the writes, so a surviving checkpoint implies surviving state.
         tail = self.client.pipeline(transaction=False)
         if batch.checkpoint:
-            tail.hset(self.keys.checkpoint(topic), mapping=batch.checkpoint)  # type: ignore[arg-type]
+            tail.hset(self.keys.checkpoint(topic),
+                      mapping=batch.checkpoint)  # type: ignore[arg-type]
         if batch.newest_ts_ms is not None:
             tail.eval(_RAISE_CLOCK, 1, self.keys.event_clock, batch.newest_ts_ms)
         if batch.checkpoint or batch.newest_ts_ms is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 Snapshot = dict[str, Any]
@@ -36,8 +37,6 @@ class SnapshotHub:
         if self._version > version:
             return self._version
         changed = self._changed
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(changed.wait(), timeout)
-        except TimeoutError:
-            pass
         return self._version

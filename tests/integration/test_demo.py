@@ -12,8 +12,8 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from harness import http_text, wait_until
 
+from harness import http_text, wait_until
 from stream.broker import free_port
 
 

@@ -290,7 +290,8 @@ def test_the_promql_scanner_catches_wrong_names_and_labels() -> None:
     assert promql_problems("rate(callstream_event_delay_seconds[5m])", set())
     assert (
         promql_problems(
-            "histogram_quantile(0.99, sum by (le) (rate(callstream_event_delay_seconds_bucket[5m])))",
+            "histogram_quantile(0.99, sum by (le) "
+            "(rate(callstream_event_delay_seconds_bucket[5m])))",
             set(),
         )
         == []

@@ -18,7 +18,6 @@ from harness import (
     unique_settings,
     wait_until,
 )
-
 from stream.broker import EmbeddedBroker
 from stream.events import parse
 from stream.snapshots import bucket_windows

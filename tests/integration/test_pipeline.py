@@ -1,4 +1,4 @@
-"""The whole pipeline against real tansu and Redis: exact through duplicates, crashes and Redis loss."""
+"""The whole pipeline on real tansu and Redis: exact through duplicates, crashes, Redis loss."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 from aiokafka import AIOKafkaConsumer
+
 from harness import (
     InProcessProcessor,
     ProcessorProcess,
@@ -22,7 +23,6 @@ from harness import (
     unique_settings,
     wait_until,
 )
-
 from stream.broker import EmbeddedBroker, free_port, wait_for_port
 
 

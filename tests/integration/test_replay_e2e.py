@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from harness import InProcessProcessor, http_json, http_text, produce, unique_settings
-
 from stream.broker import EmbeddedBroker
 from stream.replay import replay_file
 from stream.snapshots import iso

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.async_api import Locator, Page, async_playwright, expect
+
 from harness import (
     ProcessorProcess,
     http_ok,
@@ -27,8 +29,6 @@ from harness import (
     unique_settings,
     wait_until,
 )
-from playwright.async_api import Locator, Page, async_playwright, expect
-
 from stream.broker import EmbeddedBroker
 from stream.snapshots import iso
 

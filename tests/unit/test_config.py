@@ -181,7 +181,7 @@ def test_hours_with_minutes() -> None:
     ],
 )
 def test_bad_callback_hours(text: str) -> None:
-    with pytest.raises(ValueError, match="08:00-20:00|00:00-24:00"):
+    with pytest.raises(ValueError, match=r"08:00-20:00|00:00-24:00"):
         CallbackHours.parse(text)
 
 
