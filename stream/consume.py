@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 
 from .batching import PreparedBatch, count_results, prepare
 from .config import Policy, Settings
-from .kafka_io import client_options, make_producer
+from .kafka_io import client_options, end_offsets, make_producer
 from .metrics import PipelineMetrics
 from .state.store import QueueRules, StateStore
 
@@ -235,6 +235,7 @@ class Consumer:
         checkpoints = await self._retry_redis(lambda: self.store.checkpoints(self.topic))
         self._dead_lettered |= await self._retry_redis(
             lambda: self.store.dead_lettered(self.topic))
+        fresh = []
         for tp in assigned:
             committed = await self._consumer.committed(tp)
             applied = checkpoints.get(tp.partition)
@@ -243,27 +244,29 @@ class Consumer:
             if candidates:
                 self._consumer.seek(tp, min(candidates))
             else:
-                await self._seek_start(tp)
+                fresh.append(tp)
+        for tp, offset in (await self._start_offsets(fresh)).items():
+            self._consumer.seek(tp, offset)
         for tp in assigned:  # a fetch position on every partition before /readyz says so
             self._positions[tp] = await self._consumer.position(tp)
         self._assigned |= assigned
         self._consumer.resume(*assigned)
         self.health.assigned = True
 
-    async def _seek_start(self, tp: TopicPartition) -> None:
-        start = self.settings.kafka_start
-        if start == "earliest":
-            await self._consumer.seek_to_beginning(tp)
-        elif start == "latest":
-            await self._consumer.seek_to_end(tp)
-        else:
-            since_ms = int(time.time() * 1000) - max(self.settings.window_seconds) * 1000
-            found = (await self._consumer.offsets_for_times({tp: since_ms})).get(tp)
-            # No message that new, or tansu's "offset 0, timestamp -1": start at the end.
-            if found is None or found.timestamp < 0:
-                await self._consumer.seek_to_end(tp)
-            else:
-                self._consumer.seek(tp, found.offset)
+    async def _start_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """Where a group with no committed offset begins (``CALLSTREAM_KAFKA_START``)."""
+        if not tps:
+            return {}
+        if self.settings.kafka_start == "earliest":
+            return dict(await self._consumer.beginning_offsets(tps))
+        ends = await end_offsets(self.settings, tps)
+        if self.settings.kafka_start == "latest":
+            return ends
+        since_ms = int(time.time() * 1000) - max(self.settings.window_seconds) * 1000
+        found = await self._consumer.offsets_for_times({tp: since_ms for tp in tps})
+        # No message that new, or tansu's "offset 0, timestamp -1": start at the end.
+        return {tp: ends[tp] if found.get(tp) is None or found[tp].timestamp < 0
+                else found[tp].offset for tp in tps}
 
     async def _retry_redis(self, call: Any) -> Any:
         backoff = 0.05

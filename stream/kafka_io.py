@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ssl
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -70,3 +71,32 @@ def all_topics(settings: Settings) -> list[str]:
         settings.topic_cancels,
         settings.topic_alerts,
     ]
+
+
+async def end_offsets(settings: Settings, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+    """The offset after the last message of each partition, read from a fetch.
+
+    A fetch's high watermark is the end offset on every broker, while some (tansu)
+    answer the end-offset request with the last batch's first offset plus one. So read
+    from just before the reported end with a consumer of its own and take the watermark.
+    """
+    consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False)
+    await consumer.start()
+    try:
+        reported: dict[TopicPartition, int] = await consumer.end_offsets(tps)
+        consumer.assign([tp for tp in tps if reported[tp] > 0])
+        for tp in consumer.assignment():
+            consumer.seek(tp, reported[tp] - 1)
+        ends = dict(reported)
+        pending = set(consumer.assignment())
+        deadline = asyncio.get_running_loop().time() + 5
+        while pending and asyncio.get_running_loop().time() < deadline:
+            await consumer.getmany(*pending, timeout_ms=200)
+            for tp in list(pending):
+                highwater = consumer.highwater(tp)
+                if highwater is not None:
+                    ends[tp] = max(ends[tp], highwater)
+                    pending.discard(tp)
+        return ends
+    finally:
+        await consumer.stop()

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 
 from stream.batching import count_results, prepare
 from stream.config import Policy, QueuePolicy
@@ -73,10 +72,15 @@ class Centre:
                               WINDOWS, now_ms)
 
 
+async def new_store() -> StateStore:
+    """A store with keys of its own, so tests never see each other's state."""
+    return await StateStore.connect(REDIS_URL, bucket_windows(WINDOWS),
+                                    KeySpace(f"f{uuid.uuid4().hex[:8]}"))
+
+
 @pytest.fixture
 async def centre() -> Any:
-    client = aioredis.Redis.from_url(REDIS_URL)
-    store = StateStore(client, bucket_windows(WINDOWS), KeySpace(f"f{uuid.uuid4().hex[:8]}"))
+    store = await new_store()
     yield Centre(store, Policy())
     await store.close()
 
@@ -288,8 +292,7 @@ async def test_rejected_messages_are_counted_once_and_change_nothing(centre: Cen
 
 
 async def test_per_queue_policy_thresholds() -> None:
-    client = aioredis.Redis.from_url(REDIS_URL)
-    store = StateStore(client, bucket_windows(WINDOWS), KeySpace(f"f{uuid.uuid4().hex[:8]}"))
+    store = await new_store()
     policy = Policy(queues={"sales": QueuePolicy(sla_seconds=30, short_abandon_seconds=10)})
     centre = Centre(store, policy)
     await centre.apply(queued("c1", 0, queue="sales"), answered("c1", 25, queue="sales"),
