@@ -62,9 +62,19 @@ class PreparedBatch:
 
 def prepare(records: list[Record], known_queues: set[str], wall_now_ms: int) -> PreparedBatch:
     """Parse and route records (all from one topic) in consumption order."""
-    batch = PreparedBatch(size=len(records))
+    batch = PreparedBatch()
+    add(batch, records, known_queues, wall_now_ms)
+    batch.write.encoded()
+    return batch
+
+
+def add(batch: PreparedBatch, records: list[Record], known_queues: set[str],
+        wall_now_ms: int) -> None:
+    """Parse and route more records into ``batch``; a batch can be built a slice at a
+    time, so the event loop can serve other work in between."""
     write = batch.write
-    newest = None
+    newest = write.newest_ts_ms
+    batch.size += len(records)
     for record in records:
         batch.commit_offsets[record.partition] = record.offset + 1
         write.checkpoint[record.partition] = record.offset
@@ -76,7 +86,6 @@ def prepare(records: list[Record], known_queues: set[str], wall_now_ms: int) -> 
             newest = event.ts
         _route(event, record, write, known_queues, batch.applied_refs)
     write.newest_ts_ms = newest
-    return batch
 
 
 def _route(event: Event, record: Record, write: BatchWrite, known: set[str],

@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
-from .batching import PreparedBatch, count_results, prepare
+from .batching import PreparedBatch, add, count_results
 from .config import Policy, Settings
 from .kafka_io import client_options, end_offsets, make_producer
 from .metrics import PipelineMetrics
@@ -26,6 +26,8 @@ from .state.store import QueueRules, StateStore
 
 log = logging.getLogger(__name__)
 _BACKOFF_MAX_S = 2.0
+#: Records parsed between two yields to the event loop.
+PARSE_SLICE = 500
 
 
 @dataclass
@@ -106,14 +108,26 @@ class Consumer:
                 if not records:
                     await self._settle()
                     continue
-                prepared = prepare(records, self.known_queues, int(time.time() * 1000))
+                prepared = await self._prepare(records)
                 await self._settle()
                 self._inflight = asyncio.create_task(self._apply(prepared, stop))
+                await asyncio.sleep(0)  # let it send to Redis before we parse the next batch
             await self._settle()
         finally:
             watchdog.cancel()
             await self._consumer.stop()
             await self._producer.stop()
+
+    async def _prepare(self, records: list[Any]) -> PreparedBatch:
+        """Parse a batch in slices, yielding in between, so that the batch in flight gets
+        all of its request out to Redis, and its answer read, while this one is parsed."""
+        batch = PreparedBatch()
+        wall_now_ms = int(time.time() * 1000)
+        for start in range(0, len(records), PARSE_SLICE):
+            add(batch, records[start:start + PARSE_SLICE], self.known_queues, wall_now_ms)
+            await asyncio.sleep(0)
+        batch.write.encoded()
+        return batch
 
     async def _settle(self) -> None:
         """Wait for the batch in flight (applied, counted and committed)."""
@@ -158,9 +172,8 @@ class Consumer:
                agent_results: str) -> None:
         for (event_type, result), n in count_results(batch, queue_results, agent_results).items():
             self.metrics.events.labels(event_type, result).inc(n)
-        now_ms = time.time() * 1000
-        for _type, _shard, _index, ts in batch.applied_refs:
-            self.metrics.delay.observe(max(0.0, (now_ms - ts) / 1000))
+        self.metrics.delay.observe_batch(time.time() * 1000,
+                                         [ts for _type, _shard, _index, ts in batch.applied_refs])
 
     async def _dead_letter(self, batch: PreparedBatch) -> None:
         """Copy rejected messages, unchanged, to the DLQ with the reason and source.

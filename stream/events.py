@@ -64,12 +64,6 @@ def normalise_caller(value: Any) -> str | None:
     return digits if any(c.isdigit() for c in digits) else None
 
 
-def _printable(value: Any) -> Any:
-    if isinstance(value, str) and not value.isprintable():
-        raise ValueError("call_id has a non-printable character")
-    return value
-
-
 if TYPE_CHECKING:
     Ts = int
 else:
@@ -81,7 +75,8 @@ else:
     ]
 QueueId = Annotated[str, Field(pattern=ID_PATTERN)]
 AgentId = Annotated[str, Field(pattern=ID_PATTERN)]
-CallId = Annotated[str, Field(min_length=1, max_length=128), BeforeValidator(_printable)]
+#: 1-128 printable characters: no control characters (checked by pydantic's own regex).
+CallId = Annotated[str, Field(pattern=r"^[^\x00-\x1f\x7f-\x9f]{1,128}$")]
 Caller = Annotated[str | None, BeforeValidator(normalise_caller)]
 
 

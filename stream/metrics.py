@@ -6,11 +6,17 @@ the same numbers and a scrape never waits on Redis.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from .figures import AGENT_STATES, OUTCOMES
@@ -88,18 +94,48 @@ class QueueCollector(Collector):
                     totals, offers, firing)
 
 
+class DelayHistogram(Collector):
+    """``callstream_event_delay_seconds``, observed a batch at a time.
+
+    Every event of a batch is applied at the same moment, so its delays are that moment
+    minus each event time: one sort and a bisection per bucket count the whole batch,
+    where observing event by event would cost more than parsing it.
+    """
+
+    BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
+
+    def __init__(self) -> None:
+        self._le_counts = [0] * len(self.BUCKETS)
+        self._count = 0
+        self._sum_seconds = 0.0
+
+    def observe_batch(self, applied_ms: float, event_ts_ms: list[int]) -> None:
+        """Delays (negative ones as 0) of events with times ``event_ts_ms``."""
+        if not event_ts_ms:
+            return
+        times = sorted(event_ts_ms)
+        n = len(times)
+        for i, bound in enumerate(self.BUCKETS):
+            self._le_counts[i] += n - bisect_left(times, applied_ms - bound * 1000)
+        self._count += n
+        self._sum_seconds += sum(max(0.0, applied_ms - t) for t in times) / 1000
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily("callstream_event_delay_seconds",
+                                       "Processing time minus event time")
+        buckets = [(str(b), c) for b, c in zip(self.BUCKETS, self._le_counts, strict=True)]
+        family.add_metric([], [*buckets, ("+Inf", self._count)], self._sum_seconds)
+        yield family
+
+
 class PipelineMetrics:
     """This instance's pipeline health: results per message, event delay, consumer lag."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.events = Counter("callstream_events", "Consumed messages by type and result",
                               ["type", "result"], registry=registry)
-        self.delay = Histogram(
-            "callstream_event_delay_seconds", "Processing time minus event time",
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300,
-                     3600),
-            registry=registry,
-        )
+        self.delay = DelayHistogram()
+        registry.register(self.delay)
         self.lag = Gauge("callstream_consumer_lag_messages",
                          "Messages behind the end of each assigned partition", ["partition"],
                          registry=registry)

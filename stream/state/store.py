@@ -53,6 +53,15 @@ class BatchWrite:
     #: partition -> last offset sent to the dead-letter topic in this batch
     dead_lettered: dict[int, int] = field(default_factory=dict)
     newest_ts_ms: int | None = None
+    _encoded: tuple[dict[str, str], str] | None = field(default=None, repr=False)
+
+    def encoded(self) -> tuple[dict[str, str], str]:
+        """The rows as the scripts take them (JSON), encoded once: a retry reuses them, and
+        the consumer encodes while Redis still applies the batch before."""
+        if self._encoded is None:
+            self._encoded = ({q: json.dumps(w.rows) for q, w in self.queues.items()},
+                             json.dumps(self.agent_rows))
+        return self._encoded
 
     def queue(self, queue_id: str) -> QueueWrite:
         write = self.queues.get(queue_id)
@@ -134,6 +143,7 @@ class StateStore:
             pipe.hset(self.keys.dead_lettered(topic),
                       mapping=batch.dead_lettered)  # type: ignore[arg-type]
         order = list(batch.queues)
+        rows, agent_rows = batch.encoded()
         for queue_id in order:
             rule = rules[queue_id]
             config = {
@@ -142,11 +152,10 @@ class StateStore:
                 "bucket_ttl_extra_s": BUCKET_TTL_EXTRA_S,
             }
             pipe.evalsha(self._shas["apply_queue"], 1, self.keys.queue(queue_id),
-                         json.dumps(config), json.dumps(batch.queues[queue_id].rows))
+                         json.dumps(config), rows[queue_id])
         if batch.agent_rows:
             pipe.evalsha(self._shas["apply_agents"], 1, self.keys.agents,
-                         json.dumps({"now": now_ms, "dedup_ttl_s": DEDUP_TTL_S}),
-                         json.dumps(batch.agent_rows))
+                         json.dumps({"now": now_ms, "dedup_ttl_s": DEDUP_TTL_S}), agent_rows)
         replies = await pipe.execute()
         # Written only after every script call succeeded; on one Redis its AOF keeps a
         # prefix of the writes, so a surviving checkpoint implies surviving state.
