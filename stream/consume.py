@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 _BACKOFF_MAX_S = 2.0
 #: Records parsed between two yields to the event loop.
 PARSE_SLICE = 500
+#: How long the broker may hold a fetch open waiting for data: bounds the latency.
+FETCH_MAX_WAIT_MS = 50
 
 
 @dataclass
@@ -85,6 +87,7 @@ class Consumer:
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=8 * 1024 * 1024,
             fetch_max_bytes=64 * 1024 * 1024,
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
         self._producer = make_producer(settings)
         self._inflight: asyncio.Task[None] | None = None
