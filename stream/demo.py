@@ -103,9 +103,11 @@ async def run_demo(port: int, stop: asyncio.Event) -> None:
             with contextlib.suppress(asyncio.CancelledError):
                 await simulator
             stop.set()
-            await processor
-            if borrowed:
-                await _forget(redis_url, KeySpace(settings.redis_prefix))
+            try:
+                await processor
+            finally:
+                if borrowed:
+                    await _forget(redis_url, KeySpace(settings.redis_prefix))
 
 
 def _run(args: argparse.Namespace) -> int:
