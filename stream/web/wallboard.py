@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ..figures import OUTCOMES
 from .hub import Snapshot, SnapshotHub
 
 WALLBOARD_PATH = "/wallboard"
@@ -36,20 +37,7 @@ _POLICY_NUMBERS = (
     "callback_wait_seconds",
     "short_abandon_seconds",
 )
-_WINDOW_NUMBERS = (
-    "offered",
-    "answered",
-    "answered_in_sla",
-    "abandoned",
-    "short_abandoned",
-    "callback_offered",
-    "callback_accepted",
-    "transferred_out",
-    "service_level",
-    "abandon_ratio",
-    "asa_seconds",
-    "aht_seconds",
-)
+_WINDOW_NUMBERS = (*OUTCOMES, "service_level", "abandon_ratio", "asa_seconds", "aht_seconds")
 _ALERT_NUMBERS = ("abandon_ratio",)
 # Free text is limited to tame tokens: ids, window labels, alert kinds and statuses.
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
