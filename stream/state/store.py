@@ -8,7 +8,9 @@ after any crash skips exactly what was applied.
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -87,7 +89,8 @@ class StateStore:
         self.keys = keys or KeySpace()
         self.windows = windows
         self._sources = {
-            name: _script(f"{name}.lua") for name in ("apply_queue", "apply_agents", "read_queue")
+            name: _script(f"{name}.lua")
+            for name in ("apply_queue", "apply_agents", "read_queue", "raise_clock")
         }
         self._shas: dict[str, str] = {}
         self._ready_scripts = False
@@ -136,14 +139,9 @@ class StateStore:
 
     async def _apply(self, batch: BatchWrite, rules: dict[str, QueueRules], topic: str,
                      now_ms: int) -> tuple[dict[str, str], str]:
-        pipe = self.client.pipeline(transaction=False)
-        if batch.new_queues:
-            pipe.sadd(self.keys.queues, *batch.new_queues)
-        if batch.dead_lettered:
-            pipe.hset(self.keys.dead_lettered(topic),
-                      mapping=batch.dead_lettered)  # type: ignore[arg-type]
         order = list(batch.queues)
         rows, agent_rows = batch.encoded()
+        calls: list[tuple[str, str, str, str]] = []
         for queue_id in order:
             rule = rules[queue_id]
             config = {
@@ -151,26 +149,42 @@ class StateStore:
                 "windows": self.windows, "leg_ttl_ms": LEG_TTL_MS,
                 "bucket_ttl_extra_s": BUCKET_TTL_EXTRA_S,
             }
-            pipe.evalsha(self._shas["apply_queue"], 1, self.keys.queue(queue_id),
-                         json.dumps(config), rows[queue_id])
+            calls.append(("apply_queue", self.keys.queue(queue_id), json.dumps(config),
+                          rows[queue_id]))
         if batch.agent_rows:
-            pipe.evalsha(self._shas["apply_agents"], 1, self.keys.agents,
-                         json.dumps({"now": now_ms, "dedup_ttl_s": DEDUP_TTL_S}), agent_rows)
-        replies = await pipe.execute()
+            calls.append(("apply_agents", self.keys.agents,
+                          json.dumps({"now": now_ms, "dedup_ttl_s": DEDUP_TTL_S}), agent_rows))
+        replies = await self._call_scripts(calls)
         # Written only after every script call succeeded; on one Redis its AOF keeps a
         # prefix of the writes, so a surviving checkpoint implies surviving state.
         tail = self.client.pipeline(transaction=False)
         if batch.checkpoint:
             tail.hset(self.keys.checkpoint(topic),
                       mapping=batch.checkpoint)  # type: ignore[arg-type]
+        if batch.dead_lettered:
+            tail.hset(self.keys.dead_lettered(topic),
+                      mapping=batch.dead_lettered)  # type: ignore[arg-type]
+        if batch.new_queues:
+            tail.sadd(self.keys.queues, *batch.new_queues)
+        await tail.execute()
         if batch.newest_ts_ms is not None:
-            tail.eval(_RAISE_CLOCK, 1, self.keys.event_clock, batch.newest_ts_ms)
-        if batch.checkpoint or batch.newest_ts_ms is not None:
-            await tail.execute()
-        replies = replies[bool(batch.new_queues) + bool(batch.dead_lettered):]
+            await self._call_scripts([("raise_clock", self.keys.event_clock,
+                                       str(batch.newest_ts_ms))])
         results = {q: replies[i] for i, q in enumerate(order)}
         agents = replies[len(order)] if batch.agent_rows else ""
         return results, agents
+
+    async def _call_scripts(self, calls: Sequence[tuple[str, ...]]) -> list[Any]:
+        """Script calls ``(script, key, *args)``, each atomic, all in one round trip; on a
+        Cluster, which refuses scripts in pipelines, as concurrent calls instead."""
+        if isinstance(self.client, aioredis.RedisCluster):
+            return list(await asyncio.gather(*(
+                self.client.evalsha(self._shas[name], 1, key, *args)
+                for name, key, *args in calls)))
+        pipe = self.client.pipeline(transaction=False)
+        for name, key, *args in calls:
+            pipe.evalsha(self._shas[name], 1, key, *args)
+        return list(await pipe.execute())
 
     async def checkpoints(self, topic: str) -> dict[int, int]:
         """partition -> last offset of the last batch applied whole."""
@@ -198,17 +212,12 @@ class StateStore:
         if not self._ready_scripts:
             await self.load_scripts()
         config = json.dumps({"now": now_ms, "windows": self.windows})
-        for attempt in (1, 2):
-            pipe = self.client.pipeline(transaction=False)
-            for queue_id in queue_ids:
-                pipe.evalsha(self._shas["read_queue"], 1, self.keys.queue(queue_id), config)
-            try:
-                replies = await pipe.execute()
-                break
-            except NoScriptError:
-                if attempt == 2:
-                    raise
-                await self.load_scripts()
+        calls = [("read_queue", self.keys.queue(q), config) for q in queue_ids]
+        try:
+            replies = await self._call_scripts(calls)
+        except NoScriptError:
+            await self.load_scripts()
+            replies = await self._call_scripts(calls)
         return {q: json.loads(r) for q, r in zip(queue_ids, replies, strict=True)}
 
     async def agent_states(self) -> dict[str, tuple[str, list[str]]]:
@@ -220,8 +229,3 @@ class StateStore:
             agents[str(agent)] = (state, [q for q in queues.split(",") if q])
         return agents
 
-
-_RAISE_CLOCK = """
-local current = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tonumber(ARGV[1]) > current then redis.call('SET', KEYS[1], ARGV[1]) end
-"""
