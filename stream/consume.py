@@ -118,8 +118,18 @@ class Consumer:
             await self._settle()
         finally:
             watchdog.cancel()
-            await self._consumer.stop()
-            await self._producer.stop()
+            for client in (self._consumer, self._producer):
+                try:  # leaving the group needs Kafka; stopping without it is still a stop
+                    await asyncio.wait_for(client.stop(), 3)
+                except (KafkaError, OSError, TimeoutError) as exc:
+                    log.warning("closed the Kafka %s without the broker (%s)",
+                                type(client).__name__, exc)
+                except asyncio.CancelledError:
+                    # aiokafka's fetcher re-raises the cancellation of its own fetch task
+                    # when it closes mid-retry; only a cancellation of ours goes on.
+                    task = asyncio.current_task()
+                    if task is not None and task.cancelling():
+                        raise
 
     async def _prepare(self, records: list[Any]) -> PreparedBatch:
         """Parse a batch in slices, yielding in between, so that the batch in flight gets

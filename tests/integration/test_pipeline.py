@@ -161,3 +161,15 @@ async def test_bad_messages_go_to_the_dlq_once_with_headers(broker: EmbeddedBrok
     sources = {h["callstream-source"].decode() for h in headers.values()}
     assert all(s.startswith(settings.topic_events + ":") for s in sources)
     assert len(sources) == 3
+
+
+async def test_readyz_is_503_while_kafka_is_down() -> None:
+    own = EmbeddedBroker().start()  # a broker of this test's own, to take away
+    try:
+        settings = unique_settings(own.bootstrap)
+        async with InProcessProcessor(settings) as processor:
+            own.stop()
+            await wait_until(lambda: _status_is(processor.url + "/readyz", 503), timeout=10)
+            assert await http_status(processor.url + "/healthz") == 200
+    finally:
+        own.stop()
