@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from aiokafka.errors import KafkaError
@@ -23,12 +24,13 @@ from .web.hub import SnapshotHub
 log = logging.getLogger(__name__)
 
 
-async def _until_reachable(what: Outage, stop: asyncio.Event, attempt: object) -> bool:
+async def _until_reachable(what: Outage, stop: asyncio.Event,
+                           attempt: Callable[[], Awaitable[object]]) -> bool:
     """Retry ``attempt`` with backoff until it succeeds (True) or ``stop`` is set (False)."""
     backoff = 0.1
     while not stop.is_set():
         try:
-            await attempt()  # type: ignore[operator]
+            await attempt()
             what.recovered()
             return True
         except (RedisError, KafkaError, OSError) as exc:

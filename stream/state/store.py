@@ -119,9 +119,6 @@ class StateStore:
             self._shas[name] = await self.client.script_load(source)
         self._ready_scripts = True
 
-    async def ping(self) -> bool:
-        return bool(await self.client.ping())
-
     async def apply(self, batch: BatchWrite, rules: dict[str, QueueRules], topic: str,
                     now_ms: int) -> tuple[dict[str, str], str]:
         """Apply a batch; returns result letters per queue and for the agent rows.
