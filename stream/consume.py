@@ -103,8 +103,13 @@ class Consumer:
         watchdog = asyncio.create_task(self._watch_kafka(stop))
         try:
             while not stop.is_set():
-                fetched = await self._consumer.getmany(
-                    timeout_ms=100, max_records=self.settings.kafka_batch_max)
+                try:
+                    fetched = await self._consumer.getmany(
+                        timeout_ms=100, max_records=self.settings.kafka_batch_max)
+                except KafkaError as exc:  # aiokafka retries on its own; so do we
+                    self.kafka_outage.failed(exc)
+                    await asyncio.sleep(0.5)
+                    continue
                 self._record_lag(fetched)
                 records = [r for tp, batch in fetched.items() if tp in self._assigned
                            for r in batch]
@@ -205,10 +210,21 @@ class Consumer:
             ]
             log.warning("dead-lettered %s: %s (%s)", dead.source, dead.rejection.reason,
                         dead.rejection.detail)
-            sends.append(await self._producer.send(
-                self.settings.topic_dlq, value=record.value, key=record.key, headers=headers))
+            sends.append((record, headers))
             batch.write.dead_lettered[record.partition] = record.offset
-        await asyncio.gather(*sends)
+        backoff = 0.1
+        while sends:
+            try:
+                await asyncio.gather(*[
+                    await self._producer.send(self.settings.topic_dlq, value=record.value,
+                                              key=record.key, headers=headers)
+                    for record, headers in sends])
+                self.kafka_outage.recovered()
+                break
+            except KafkaError as exc:  # sent again whole: a dead letter may repeat, never miss
+                self.kafka_outage.failed(exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MAX_S)
         self._dead_lettered |= batch.write.dead_lettered
 
     async def _commit(self, batch: PreparedBatch) -> None:
