@@ -22,10 +22,10 @@ from .batching import PreparedBatch, add, count_results
 from .config import Policy, Settings
 from .kafka_io import client_options, end_offsets, make_producer
 from .metrics import PipelineMetrics
+from .outage import Outage
 from .state.store import QueueRules, StateStore
 
 log = logging.getLogger(__name__)
-_BACKOFF_MAX_S = 2.0
 #: Records parsed between two yields to the event loop.
 PARSE_SLICE = 500
 #: How long the broker may hold a fetch open waiting for data: bounds the latency.
@@ -45,26 +45,6 @@ class Health:
         return self.kafka_ok and self.redis_ok and self.assigned
 
 
-class Outage:
-    """Logs one line when a dependency goes away and one when it is back, not per retry."""
-
-    def __init__(self, name: str, setting: str) -> None:
-        self.name, self.setting = name, setting
-        self.since: float | None = None
-
-    def failed(self, exc: BaseException) -> None:
-        if self.since is None:
-            self.since = time.monotonic()
-            log.error("%s unreachable (%s: %s); retrying, check %s", self.name,
-                      type(exc).__name__, exc, self.setting)
-
-    def recovered(self) -> None:
-        if self.since is not None:
-            log.warning("%s reachable again after %.1f s", self.name,
-                        time.monotonic() - self.since)
-            self.since = None
-
-
 class Consumer:
     """Consumes the events topic into the state store, exactly once per event."""
 
@@ -78,8 +58,8 @@ class Consumer:
         self.topic = settings.topic_events
         self.known_queues: set[str] = set()
         self.rules: dict[str, QueueRules] = {}
-        self.redis_outage = Outage("Redis", "CALLSTREAM_REDIS_URL")
-        self.kafka_outage = Outage("Kafka", "CALLSTREAM_KAFKA_BOOTSTRAP")
+        self.redis_outage = Outage("Redis", "CALLSTREAM_REDIS_URL", log)
+        self.kafka_outage = Outage("Kafka", "CALLSTREAM_KAFKA_BOOTSTRAP", log)
         self._consumer = AIOKafkaConsumer(
             **client_options(settings),
             group_id=settings.kafka_group,
@@ -156,7 +136,6 @@ class Consumer:
     async def _apply(self, batch: PreparedBatch, stop: asyncio.Event) -> None:
         await self._dead_letter(batch)
         rules = self._rules_for(batch)
-        backoff = 0.05
         while True:
             try:
                 now_ms = int(time.time() * 1000)
@@ -168,10 +147,8 @@ class Consumer:
                 self.redis_outage.failed(exc)
                 if stop.is_set():
                     return  # neither applied nor committed: the next owner reads it again
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, _BACKOFF_MAX_S)
-        if self.redis_outage.since is not None:
-            self.redis_outage.recovered()
+                await self.redis_outage.backoff()
+        if self.redis_outage.recovered():
             self.known_queues.clear()  # re-register queues in case Redis lost them
         self.health.redis_ok = True
         self._count(batch, queue_results, agent_results)
@@ -212,7 +189,6 @@ class Consumer:
                         dead.rejection.detail)
             sends.append((record, headers))
             batch.write.dead_lettered[record.partition] = record.offset
-        backoff = 0.1
         while sends:
             try:
                 await asyncio.gather(*[
@@ -223,8 +199,7 @@ class Consumer:
                 break
             except KafkaError as exc:  # sent again whole: a dead letter may repeat, never miss
                 self.kafka_outage.failed(exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                await self.kafka_outage.backoff()
         self._dead_lettered |= batch.write.dead_lettered
 
     async def _commit(self, batch: PreparedBatch) -> None:
@@ -311,7 +286,6 @@ class Consumer:
                 else found[tp].offset for tp in tps}
 
     async def _retry_redis(self, call: Any) -> Any:
-        backoff = 0.05
         while True:
             try:
                 result = await call()
@@ -320,8 +294,7 @@ class Consumer:
             except (RedisError, OSError) as exc:
                 self.redis_outage.failed(exc)
                 self.health.redis_ok = False
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                await self.redis_outage.backoff()
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -25,6 +25,7 @@ import aiomqtt
 
 from .config import Settings
 from .errors import ConfigError
+from .outage import Outage
 from .web.hub import SnapshotHub
 
 log = logging.getLogger(__name__)
@@ -122,7 +123,9 @@ class MqttPublisher:
         # Per queue: the figures last published on this connection, and when (monotonic).
         self._sent: dict[str, dict[str, Any]] = {}
         self._sent_at: dict[str, float] = {}
-        self._lost_since: float | None = None
+        self._outage = Outage(f"MQTT broker {self.target}", "CALLSTREAM_MQTT_URL", log,
+                              BACKOFF_MIN_SECONDS, BACKOFF_MAX_SECONDS)
+        self._connected_once = False
 
     def publish_callback(self, queue_id: str, offer: dict[str, Any]) -> None:
         """Queue an offer for ``callstream/callbacks/{queue_id}``; never waits on the broker."""
@@ -161,18 +164,17 @@ class MqttPublisher:
                 await connection
 
     async def _keep_connected(self, stop: asyncio.Event) -> None:
-        backoff = BACKOFF_MIN_SECONDS
         while not stop.is_set():
             try:
                 async with self._client() as client:
-                    self._connected()
-                    backoff = BACKOFF_MIN_SECONDS
+                    if not self._connected_once:
+                        log.info("publishing to MQTT broker %s", self.target)
+                        self._connected_once = True
+                    self._outage.recovered()
                     await self._publish_until(client, stop)
             except aiomqtt.MqttError as exc:
-                self._lost(exc)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX_SECONDS)
+                self._outage.failed(exc)
+                await self._outage.backoff(stop)
 
     def _client(self) -> aiomqtt.Client:
         target = self.target
@@ -184,27 +186,6 @@ class MqttPublisher:
             identifier=self.client_id,
             tls_context=ssl.create_default_context() if target.tls else None,
         )
-
-    def _connected(self) -> None:
-        if self._lost_since is None:
-            log.info("publishing to MQTT broker %s", self.target)
-        else:
-            log.warning(
-                "MQTT broker %s reachable again after %.1f s; republishing the wallboard",
-                self.target,
-                time.monotonic() - self._lost_since,
-            )
-            self._lost_since = None
-
-    def _lost(self, exc: aiomqtt.MqttError) -> None:
-        """One line when the broker goes away, not one per retry."""
-        if self._lost_since is None:
-            self._lost_since = time.monotonic()
-            log.error(
-                "MQTT broker %s unreachable (%s); retrying, check CALLSTREAM_MQTT_URL",
-                self.target,
-                exc,
-            )
 
     async def _publish_until(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
         """Publish until ``stop`` is set; raises ``MqttError`` when the connection is lost."""

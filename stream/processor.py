@@ -11,10 +11,11 @@ from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
 from .config import Policy, Settings
-from .consume import Consumer, Health, Outage
+from .consume import Consumer, Health
 from .kafka_io import all_topics, ensure_topics
 from .metrics import build_registry
 from .mqtt import MqttPublisher
+from .outage import Outage
 from .snapshots import SnapshotRefresher, bucket_windows
 from .state.keys import KeySpace
 from .state.store import StateStore
@@ -27,7 +28,6 @@ log = logging.getLogger(__name__)
 async def _until_reachable(what: Outage, stop: asyncio.Event,
                            attempt: Callable[[], Awaitable[object]]) -> bool:
     """Retry ``attempt`` with backoff until it succeeds (True) or ``stop`` is set (False)."""
-    backoff = 0.1
     while not stop.is_set():
         try:
             await attempt()
@@ -35,10 +35,7 @@ async def _until_reachable(what: Outage, stop: asyncio.Event,
             return True
         except (RedisError, KafkaError, OSError) as exc:
             what.failed(exc)
-            try:
-                await asyncio.wait_for(stop.wait(), backoff)
-            except TimeoutError:
-                backoff = min(backoff * 2, 2.0)
+            await what.backoff(stop)
     return False
 
 
@@ -64,10 +61,11 @@ async def run_processor(settings: Settings, policy: Policy, stop: asyncio.Event)
             holder.append(await StateStore.connect(settings.redis_url, windows,
                                               KeySpace(settings.redis_prefix)))
 
-        if not await _until_reachable(Outage("Redis", "CALLSTREAM_REDIS_URL"), stop, connect):
+        if not await _until_reachable(Outage("Redis", "CALLSTREAM_REDIS_URL", log), stop,
+                                      connect):
             return
         store = holder[0]
-        if not await _until_reachable(Outage("Kafka", "CALLSTREAM_KAFKA_BOOTSTRAP"), stop,
+        if not await _until_reachable(Outage("Kafka", "CALLSTREAM_KAFKA_BOOTSTRAP", log), stop,
                                       lambda: ensure_topics(settings, all_topics(settings))):
             return
         consumer = Consumer(settings, policy, store, metrics, health)

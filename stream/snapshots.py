@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 from .config import STAFFING_WINDOW_SECONDS, Policy, Settings
 from .consume import Health
 from .figures import agents_by_queue, queue_snapshot
+from .outage import Outage
 from .state.store import StateStore
 from .web.hub import Snapshot, SnapshotHub
 
@@ -67,17 +68,15 @@ class SnapshotRefresher:
         return {"ts": iso(now_ms), "ready": self.health.ready, "queues": queues}
 
     async def run(self, stop: asyncio.Event) -> None:
-        failing = False
+        outage = Outage("Redis (snapshot refresh)", "CALLSTREAM_REDIS_URL", log)
         while not stop.is_set():
             try:
                 snapshot = await self.build()
                 self.health.redis_ok = True
-                failing = False
+                outage.recovered()
             except (RedisError, OSError) as exc:
                 self.health.redis_ok = False
-                if not failing:
-                    log.error("snapshot refresh failed (%s); check CALLSTREAM_REDIS_URL", exc)
-                failing = True
+                outage.failed(exc)
                 snapshot = self.hub.snapshot | {"ready": False}
             self.hub.publish(snapshot)
             with contextlib.suppress(TimeoutError):
