@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -16,7 +17,7 @@ from stream.config import Policy, Settings
 from stream.kafka_io import all_topics, ensure_topics, make_producer
 from stream.processor import run_processor
 
-REDIS_URL = "redis://127.0.0.1:6379/15"
+REDIS_URL = os.environ.get("CALLSTREAM_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
 def unique_settings(bootstrap: str, **overrides: Any) -> Settings:

@@ -7,6 +7,7 @@ processor, without Kafka: each test hands records to `prepare` and applies them.
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from stream.snapshots import bucket_windows, iso
 from stream.state.keys import KeySpace
 from stream.state.store import QueueRules, StateStore
 
-REDIS_URL = "redis://127.0.0.1:6379/15"
+REDIS_URL = os.environ.get("CALLSTREAM_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 WINDOWS = [300, 900, 3600]
 T0 = (int(time.time()) // 3600) * 3600 * 1000 - 3600_000  # an hour boundary, an hour ago
 
