@@ -1,4 +1,4 @@
-"""Turn a batch of Kafka records into one state write, and its results into counts.
+"""Turn a batch of Kafka records into a state batch, its dead letters and its counts.
 
 Pure: no I/O. The consumer parses batch N+1 here while Redis applies batch N.
 """
@@ -9,19 +9,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .events import AgentStateChanged, CallQueued, CallTransferred, Event, Rejection, parse
-from .state.store import BatchWrite
+from .events import Rejection, parse
+from .state.batch import Position, StateBatch
 
-_KIND = {
-    "call.queued": "Q",
-    "call.answered": "A",
-    "call.abandoned": "B",
-    "call.callback_accepted": "C",
-    "call.callback_attempt": "K",
-    "call.transferred": "T",
-    "call.ended": "E",
-}
-RESULT_NAMES = {"a": "applied", "d": "duplicate", "c": "conflict", "o": "orphan"}
+#: An event older than this (by the wall clock) is past every window and the dedup
+#: horizon: counted as stale, applied to nothing (contract §1 "Too old").
+STALE_AFTER_MS = 24 * 3600 * 1000
 
 
 class Record(Protocol):
@@ -49,82 +42,54 @@ class DeadLetter:
 
 @dataclass
 class PreparedBatch:
-    """A parsed batch: the state write, its dead letters, and how to read its results."""
+    """A parsed batch: the state batch, its dead letters, and what to count and commit."""
 
-    write: BatchWrite = field(default_factory=BatchWrite)
+    state: StateBatch = field(default_factory=StateBatch)
+    #: the record of each of ``state``'s messages, by message index
+    records: list[Record] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
-    #: (event type, shard: queue id or "" for agents, row index, event ts in ms)
-    applied_refs: list[tuple[str, str, int, int]] = field(default_factory=list)
-    #: partition -> next offset to commit
-    commit_offsets: dict[int, int] = field(default_factory=dict)
+    #: event types of the stale messages
+    stale: list[str] = field(default_factory=list)
+    #: partition -> last offset of the batch
+    last_offsets: dict[int, int] = field(default_factory=dict)
     size: int = 0
 
+    def refuse(self, indexes: list[int], reason: str, detail: str) -> list[DeadLetter]:
+        """Take messages out of the state batch and onto the dead-letter list."""
+        self.state.drop(indexes)
+        letters = [DeadLetter(self.records[i], Rejection(reason, detail,
+                                                         self.state.messages[i].event.type))
+                   for i in indexes]
+        self.dead_letters.extend(letters)
+        return letters
 
-def prepare(records: list[Record], known_queues: set[str], wall_now_ms: int) -> PreparedBatch:
-    """Parse and route records (all from one topic) in consumption order."""
-    batch = PreparedBatch()
-    add(batch, records, known_queues, wall_now_ms)
-    batch.write.encoded()
-    return batch
+    def counts(self, results: list[str | None]) -> Counter[tuple[str, str]]:
+        """(type, result) -> messages: exactly one result per consumed message."""
+        counted: Counter[tuple[str, str]] = Counter()
+        for message, result in zip(self.state.messages, results, strict=True):
+            if result is not None:  # a dropped message is counted as a dead letter
+                counted[(message.event.type, result)] += 1
+        for event_type in self.stale:
+            counted[(event_type, "stale")] += 1
+        for dead in self.dead_letters:
+            counted[(dead.rejection.event_type, "rejected")] += 1
+        return counted
 
 
-def add(batch: PreparedBatch, records: list[Record], known_queues: set[str],
-        wall_now_ms: int) -> None:
-    """Parse and route more records into ``batch``; a batch can be built a slice at a
-    time, so the event loop can serve other work in between."""
-    write = batch.write
-    newest = write.newest_ts_ms
+def add(batch: PreparedBatch, records: list[Record], wall_now_ms: int,
+        event_clock: bool) -> None:
+    """Parse and route more records into ``batch`` in consumption order; a batch can be
+    built a slice at a time, so the event loop can serve other work in between. With the
+    event clock (replays of history) nothing is too old."""
     batch.size += len(records)
+    oldest_ms = None if event_clock else wall_now_ms - STALE_AFTER_MS
     for record in records:
-        batch.commit_offsets[record.partition] = record.offset + 1
-        write.checkpoint[record.partition] = record.offset
+        batch.last_offsets[record.partition] = record.offset
         event = parse(record.value, wall_now_ms)
         if isinstance(event, Rejection):
             batch.dead_letters.append(DeadLetter(record, event))
-            continue
-        if newest is None or event.ts > newest:
-            newest = event.ts
-        _route(event, record, write, known_queues, batch.applied_refs)
-    write.newest_ts_ms = newest
-
-
-def _route(event: Event, record: Record, write: BatchWrite, known: set[str],
-           refs: list[tuple[str, str, int, int]]) -> None:
-    head = [record.partition, record.offset, event.event_id]
-    if isinstance(event, AgentStateChanged):
-        for queue_id in event.queues:
-            _see(queue_id, known, write)
-        refs.append((event.type, "", len(write.agent_rows), event.ts))
-        write.agent_rows.append(
-            head + [event.agent_id, event.ts, f"{event.state}|{','.join(event.queues)}"]
-        )
-        return
-    caller = event.caller if isinstance(event, CallQueued) else None
-    priority = event.priority if isinstance(event, CallQueued) else None
-    rows = write.queue(event.queue_id).rows
-    _see(event.queue_id, known, write)
-    refs.append((event.type, event.queue_id, len(rows), event.ts))
-    rows.append(head + [_KIND[event.type], event.call_id, event.ts, caller, priority])
-    if isinstance(event, CallTransferred):
-        _see(event.to_queue_id, known, write)
-        write.queue(event.to_queue_id).rows.append(
-            head + ["I", event.call_id, event.ts, None, None]
-        )
-
-
-def _see(queue_id: str, known: set[str], write: BatchWrite) -> None:
-    if queue_id not in known:
-        known.add(queue_id)
-        write.new_queues.add(queue_id)
-
-
-def count_results(batch: PreparedBatch, queue_results: dict[str, str], agent_results: str
-                  ) -> Counter[tuple[str, str]]:
-    """(type, result) -> messages, one result per consumed message."""
-    counts: Counter[tuple[str, str]] = Counter()
-    for event_type, shard, index, _ts in batch.applied_refs:
-        letters = queue_results[shard] if shard else agent_results
-        counts[(event_type, RESULT_NAMES[letters[index]])] += 1
-    for dead in batch.dead_letters:
-        counts[(dead.rejection.event_type, "rejected")] += 1
-    return counts
+        elif oldest_ms is not None and event.ts < oldest_ms:
+            batch.stale.append(event.type)
+        else:
+            batch.records.append(record)
+            batch.state.add(Position(record.topic, record.partition, record.offset), event)

@@ -87,6 +87,10 @@ class Settings(BaseSettings):
     topic_cancels: str = "callback-cancels"
     topic_alerts: str = "alerts"
 
+    #: Bounds on what a producer can make callstream track (contract §1 "Bounded").
+    max_queues: int = Field(default=2000, ge=1)
+    max_agents: int = Field(default=5000, ge=1)
+
     log_level: str = "INFO"
 
     @field_validator("windows")

@@ -1,9 +1,12 @@
-"""The Kafka consumer loop: batches, dead letters, atomic apply, commits, rebalances.
+"""The Kafka consumer loop: batches, atomic apply, commits, rebalances, rewinds.
 
-One batch is applied in Redis while the next is fetched and parsed. A partition's offset
-is committed only after Redis has applied its events; Redis itself records the offsets
-it applied, so a redelivery after any crash is skipped exactly, and the resume point of a
-partition is the lower of Kafka's committed offset and Redis's checkpoint.
+One batch is applied in Redis while the next is fetched and parsed; the steps of a batch,
+and their order, belong to :class:`~stream.checkpoint.Checkpoint`. Redis records the
+offsets it applied with the state they produced, so a redelivery after any crash is
+skipped exactly, and the resume point of a partition is the lower of Kafka's committed
+offset and Redis's checkpoint. A Redis that comes back without writes it had acknowledged
+is noticed (its run id changed, or a script finds its offsets behind what this instance
+wrote there) and what it lost is read again.
 """
 
 from __future__ import annotations
@@ -18,18 +21,23 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
-from .batching import PreparedBatch, add, count_results
+from .batching import PreparedBatch, add
+from .checkpoint import Checkpoint, Stopped
 from .config import Policy, Settings
 from .kafka_io import client_options, end_offsets, make_producer
 from .metrics import PipelineMetrics
 from .outage import Outage
-from .state.store import QueueRules, StateStore
+from .state.store import QueueRules, RedisWentBack, StateStore
 
 log = logging.getLogger(__name__)
 #: Records parsed between two yields to the event loop.
 PARSE_SLICE = 500
 #: How long the broker may hold a fetch open waiting for data: bounds the latency.
 FETCH_MAX_WAIT_MS = 50
+#: How often the Redis run id is compared with the one the state was written to.
+WATCH_SECONDS = 1.0
+#: Dead letters are copied whole: as large as anything the consumer can fetch.
+DLQ_MAX_REQUEST_BYTES = 8 * 1024 * 1024
 
 
 @dataclass
@@ -56,7 +64,6 @@ class Consumer:
         self.metrics = metrics
         self.health = health
         self.topic = settings.topic_events
-        self.known_queues: set[str] = set()
         self.rules: dict[str, QueueRules] = {}
         self.redis_outage = Outage("Redis", "CALLSTREAM_REDIS_URL", log)
         self.kafka_outage = Outage("Kafka", "CALLSTREAM_KAFKA_BOOTSTRAP", log)
@@ -65,22 +72,31 @@ class Consumer:
             group_id=settings.kafka_group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            max_partition_fetch_bytes=8 * 1024 * 1024,
+            max_partition_fetch_bytes=DLQ_MAX_REQUEST_BYTES,
             fetch_max_bytes=64 * 1024 * 1024,
             fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
-        self._producer = make_producer(settings)
+        self._producer = make_producer(settings, max_request_size=DLQ_MAX_REQUEST_BYTES)
+        self.checkpoint = Checkpoint(self.topic, settings.topic_dlq, store, self._producer,
+                                     self.kafka_outage, self._commit)
         self._inflight: asyncio.Task[None] | None = None
         self._assigned: set[TopicPartition] = set()
         self._positions: dict[TopicPartition, int] = {}
-        self._dead_lettered: dict[int, int] = {}
+        #: partition -> the last offset of the last batch applied whole by this instance
+        self._applied: dict[int, int] = {}
+        #: partition -> where this instance began reading it
+        self._origin: dict[int, int] = {}
+        #: source -> offset to read again from; set when Redis went back
+        self._rewind: dict[str, int] | None = None
+        self._server_ids: frozenset[str] | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set, then finish the batch in flight and commit."""
         await self._producer.start()
         self._consumer.subscribe([self.topic], listener=_Listener(self))
         await self._consumer.start()
-        watchdog = asyncio.create_task(self._watch_kafka(stop))
+        watchers = [asyncio.create_task(self._watch_kafka(stop)),
+                    asyncio.create_task(self._watch_redis(stop))]
         try:
             while not stop.is_set():
                 try:
@@ -93,16 +109,18 @@ class Consumer:
                 self._record_lag(fetched)
                 records = [r for tp, batch in fetched.items() if tp in self._assigned
                            for r in batch]
-                if not records:
-                    await self._settle()
-                    continue
-                prepared = await self._prepare(records)
+                prepared = await self._prepare(records) if records else None
                 await self._settle()
-                self._inflight = asyncio.create_task(self._apply(prepared, stop))
-                await asyncio.sleep(0)  # let it send to Redis before we parse the next batch
+                if self._rewind is not None:
+                    self._seek_back()  # the batch just parsed is read again
+                    continue
+                if prepared is not None:
+                    self._inflight = asyncio.create_task(self._apply(prepared, stop))
+                    await asyncio.sleep(0)  # let it reach Redis before we parse the next
             await self._settle()
         finally:
-            watchdog.cancel()
+            for watcher in watchers:
+                watcher.cancel()
             for client in (self._consumer, self._producer):
                 try:  # leaving the group needs Kafka; stopping without it is still a stop
                     await asyncio.wait_for(client.stop(), 3)
@@ -121,10 +139,11 @@ class Consumer:
         all of its request out to Redis, and its answer read, while this one is parsed."""
         batch = PreparedBatch()
         wall_now_ms = int(time.time() * 1000)
+        event_clock = self.settings.clock == "event"
         for start in range(0, len(records), PARSE_SLICE):
-            add(batch, records[start:start + PARSE_SLICE], self.known_queues, wall_now_ms)
+            add(batch, records[start:start + PARSE_SLICE], wall_now_ms, event_clock)
             await asyncio.sleep(0)
-        batch.write.encoded()
+        batch.state.encoded()
         return batch
 
     async def _settle(self) -> None:
@@ -134,28 +153,34 @@ class Consumer:
             await task
 
     async def _apply(self, batch: PreparedBatch, stop: asyncio.Event) -> None:
-        await self._dead_letter(batch)
         rules = self._rules_for(batch)
         while True:
             try:
-                now_ms = int(time.time() * 1000)
-                queue_results, agent_results = await self.store.apply(
-                    batch.write, rules, self.topic, now_ms)
+                results = await self.checkpoint.apply(batch, rules, stop)
                 break
+            except RedisWentBack as exc:
+                self._went_back(exc.resume)
+                return
+            except Stopped:
+                return  # neither applied nor committed: the next owner reads it again
             except (RedisError, OSError) as exc:
                 self.health.redis_ok = False
                 self.redis_outage.failed(exc)
                 if stop.is_set():
-                    return  # neither applied nor committed: the next owner reads it again
+                    return
                 await self.redis_outage.backoff()
-        if self.redis_outage.recovered():
-            self.known_queues.clear()  # re-register queues in case Redis lost them
+        self.redis_outage.recovered()
         self.health.redis_ok = True
-        self._count(batch, queue_results, agent_results)
-        await self._commit(batch)
+        for (event_type, result), n in batch.counts(results).items():
+            self.metrics.events.labels(event_type, result).inc(n)
+        self.metrics.delay.observe_batch(time.time() * 1000,
+                                         [m.event.ts for m in batch.state.messages])
+        for partition, offset in batch.last_offsets.items():
+            self._applied[partition] = offset
+        await self.checkpoint.commit(batch)
 
     def _rules_for(self, batch: PreparedBatch) -> dict[str, QueueRules]:
-        for queue_id in batch.write.queues:
+        for queue_id in batch.state.queue_ids:
             if queue_id not in self.rules:
                 policy = self.policy.for_queue(queue_id)
                 self.rules[queue_id] = QueueRules(
@@ -163,55 +188,60 @@ class Consumer:
                     short_ms=round(policy.short_abandon_seconds * 1000))
         return self.rules
 
-    def _count(self, batch: PreparedBatch, queue_results: dict[str, str],
-               agent_results: str) -> None:
-        for (event_type, result), n in count_results(batch, queue_results, agent_results).items():
-            self.metrics.events.labels(event_type, result).inc(n)
-        self.metrics.delay.observe_batch(time.time() * 1000,
-                                         [ts for _type, _shard, _index, ts in batch.applied_refs])
-
-    async def _dead_letter(self, batch: PreparedBatch) -> None:
-        """Copy rejected messages, unchanged, to the DLQ with the reason and source.
-
-        Redis records the last dead-lettered offset per partition with the batch, so a
-        redelivered bad message is not sent twice.
-        """
-        sends = []
-        for dead in batch.dead_letters:
-            record = dead.record
-            if record.offset <= self._dead_lettered.get(record.partition, -1):
-                continue
-            headers = list(record.headers or ()) + [
-                ("callstream-error", dead.rejection.reason.encode()),
-                ("callstream-source", dead.source.encode()),
-            ]
-            log.warning("dead-lettered %s: %s (%s)", dead.source, dead.rejection.reason,
-                        dead.rejection.detail)
-            sends.append((record, headers))
-            batch.write.dead_lettered[record.partition] = record.offset
-        while sends:
-            try:
-                await asyncio.gather(*[
-                    await self._producer.send(self.settings.topic_dlq, value=record.value,
-                                              key=record.key, headers=headers)
-                    for record, headers in sends])
-                self.kafka_outage.recovered()
-                break
-            except KafkaError as exc:  # sent again whole: a dead letter may repeat, never miss
-                self.kafka_outage.failed(exc)
-                await self.kafka_outage.backoff()
-        self._dead_lettered |= batch.write.dead_lettered
-
-    async def _commit(self, batch: PreparedBatch) -> None:
-        offsets = {TopicPartition(self.topic, p): o for p, o in batch.commit_offsets.items()
-                   if TopicPartition(self.topic, p) in self._assigned}
-        if not offsets:
+    async def _commit(self, offsets: dict[int, int]) -> None:
+        tps = {TopicPartition(self.topic, p): o for p, o in offsets.items()
+               if TopicPartition(self.topic, p) in self._assigned}
+        if not tps:
             return
         try:
-            await self._consumer.commit(offsets)
+            await self._consumer.commit(tps)
         except KafkaError as exc:
             # Safe to skip: Redis recorded the offsets, a redelivery is skipped exactly.
             log.info("commit skipped (%s); Redis holds the applied offsets", exc)
+
+    # -- a Redis that went back ----------------------------------------------------------
+
+    def _went_back(self, resume: dict[str, int]) -> None:
+        log.error("Redis came back without writes it had acknowledged (a failover or a "
+                  "crash of CALLSTREAM_REDIS_URL); reading them again from Kafka")
+        merged = dict(self._rewind or {})
+        for source, offset in resume.items():
+            merged[source] = min(merged.get(source, offset), offset)
+        self._rewind = merged
+
+    def _seek_back(self) -> None:
+        """Drop what was fetched and not applied, and read again from where the state is
+        complete: the lost offsets, else the last batch applied whole here."""
+        resume, self._rewind = self._rewind or {}, None
+        for tp in self._assigned:
+            candidates = [resume.get(f"{tp.topic}:{tp.partition}")]
+            applied = self._applied.get(tp.partition)
+            candidates.append(None if applied is None else applied + 1)
+            known = [o for o in candidates if o is not None]
+            offset = max(min(known), 0) if known else self._origin.get(tp.partition, 0)
+            self._consumer.seek(tp, offset)
+            log.info("partition %d: reading again from offset %d", tp.partition, offset)
+
+    async def _watch_redis(self, stop: asyncio.Event) -> None:
+        """A Redis whose run id changed (restarted, or a replica promoted) may have lost
+        writes of shards that get no batch for a while: compare what it holds."""
+        while not stop.is_set():
+            await asyncio.sleep(WATCH_SECONDS)
+            try:
+                ids = await self.store.server_ids()
+                if self._server_ids is not None and ids != self._server_ids:
+                    log.warning("Redis run id changed (restart or failover): checking its "
+                                "state against what this instance wrote")
+                    await self._settle_quietly()
+                    self._went_back(await self.store.lost_positions())
+                self._server_ids = ids
+            except (RedisError, OSError):
+                continue  # the apply loop reports the outage
+
+    async def _settle_quietly(self) -> None:
+        inflight = self._inflight
+        if inflight is not None:
+            await asyncio.wait([inflight])
 
     def _record_lag(self, fetched: dict[TopicPartition, list[Any]]) -> None:
         for tp, records in fetched.items():
@@ -239,6 +269,8 @@ class Consumer:
         await self._settle()
         self._assigned -= revoked
         for tp in revoked:
+            self._applied.pop(tp.partition, None)
+            self._origin.pop(tp.partition, None)
             if self._positions.pop(tp, None) is not None:
                 self.metrics.lag.remove(str(tp.partition))
 
@@ -250,7 +282,7 @@ class Consumer:
         """
         self._consumer.pause(*assigned)
         checkpoints = await self._retry_redis(lambda: self.store.checkpoints(self.topic))
-        self._dead_lettered |= await self._retry_redis(
+        self.checkpoint.dead_lettered |= await self._retry_redis(
             lambda: self.store.dead_lettered(self.topic))
         fresh = []
         for tp in assigned:
@@ -265,7 +297,7 @@ class Consumer:
         for tp, offset in (await self._start_offsets(fresh)).items():
             self._consumer.seek(tp, offset)
         for tp in assigned:  # a fetch position on every partition before /readyz says so
-            self._positions[tp] = await self._consumer.position(tp)
+            self._positions[tp] = self._origin[tp.partition] = await self._consumer.position(tp)
         self._assigned |= assigned
         self._consumer.resume(*assigned)
         self.health.assigned = True

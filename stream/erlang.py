@@ -7,11 +7,14 @@ gives each caller an exponential patience and so also predicts abandonment.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
 #: Stationary states are kept while their probability is within e**-50 of the largest one.
 _TAIL_LOG_CUTOFF = 50.0
+#: Above this load (Erlangs), staffing uses Erlang C's heavy-traffic limit: bounded cost.
+EXACT_LOAD_LIMIT = 5000.0
 #: Refuse a truncated chain longer than this: the inputs describe no sensible call centre.
 _MAX_STATES = 10_000_000
 
@@ -54,6 +57,7 @@ def asa(agents: int, load: float, aht_seconds: float) -> float:
     return erlang_c(agents, load) * aht_seconds / (agents - load)
 
 
+@functools.lru_cache(maxsize=4096)
 def agents_required(
     arrival_rate_per_s: float,
     aht_seconds: float | None,
@@ -63,8 +67,11 @@ def agents_required(
     """Smallest number of agents whose Erlang C service level reaches the target.
 
     0 when no calls arrive (whatever the AHT); None while the AHT is unknown or not positive.
-    Walks up from the first stable staffing, extending the Erlang B recursion one agent at a
-    time, so the cost is linear in the answer.
+    Up to ``EXACT_LOAD_LIMIT`` Erlangs it walks up from the first stable staffing,
+    extending the Erlang B recursion one agent at a time (cost linear in the answer).
+    Beyond, where no real queue is, the Halfin-Whitt limit of Erlang C answers in a
+    bounded number of steps whatever the load. Answers are cached: the snapshot asks
+    again with the same inputs until the 15-minute window moves.
     """
     if arrival_rate_per_s < 0:
         raise ValueError(f"arrival_rate_per_s must be >= 0, got {arrival_rate_per_s}")
@@ -75,6 +82,9 @@ def agents_required(
     if aht_seconds is None or aht_seconds <= 0:
         return None
     load = arrival_rate_per_s * aht_seconds
+    if load > EXACT_LOAD_LIMIT:
+        return _agents_required_halfin_whitt(load, aht_seconds, target_seconds,
+                                             service_level_target)
     agents = math.floor(load) + 1
     blocking = _erlang_b(agents, load)
     while True:
@@ -84,6 +94,33 @@ def agents_required(
             return agents
         agents += 1
         blocking = load * blocking / (agents + load * blocking)
+
+
+def _agents_required_halfin_whitt(load: float, aht_seconds: float, target_seconds: float,
+                                  service_level_target: float) -> int:
+    """Bisection on the staffing, with Erlang C's heavy-traffic limit
+    ``C ≈ 1 / (1 + β·Φ(β)/φ(β))``, ``β = (N − A)/√A``: exact as the load grows."""
+
+    def reached(agents: int) -> float:
+        beta = (agents - load) / math.sqrt(load)
+        cdf = 0.5 * math.erfc(-beta / math.sqrt(2))
+        pdf = math.exp(-beta * beta / 2) / math.sqrt(2 * math.pi)
+        waiting = 1.0 / (1.0 + beta * cdf / pdf) if pdf > 0 else 0.0
+        return 1.0 - waiting * math.exp(-(agents - load) * target_seconds / aht_seconds)
+
+    low = math.floor(load)  # unstable: never enough
+    step = max(1, math.ceil(math.sqrt(load)))
+    high = low + step
+    while reached(high) < service_level_target:
+        low, high = high, high + step
+        step *= 2
+    while high - low > 1:
+        middle = (low + high) // 2
+        if reached(middle) >= service_level_target:
+            high = middle
+        else:
+            low = middle
+    return high
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,11 @@ from .config import ID_PATTERN
 MAX_FUTURE_MS = 5 * 60 * 1000
 SCHEMA_VERSION = 1
 
-_CALLER_KEEP = re.compile(r"[^\d+]")
+#: What a caller number may carry around its digits (contract §1); dropped.
+_CALLER_PUNCTUATION = str.maketrans("", "", "+ -.()")
+_CALLER_DIGITS = re.compile(r"[0-9]{1,20}", re.ASCII)
+#: ``priority`` is a 32-bit signed integer (contract §1).
+PRIORITY_MIN, PRIORITY_MAX = -(2**31), 2**31 - 1
 _DATE_PREFIX = re.compile(r"\d{4}-\d\d-\d\d[Tt ]")
 _AGENT_STATES = ("available", "busy", "wrapup", "away", "offline")
 AgentState = Literal["available", "busy", "wrapup", "away", "offline"]
@@ -54,14 +58,15 @@ def _to_ms(moment: datetime) -> int:
 
 
 def normalise_caller(value: Any) -> str | None:
-    """Keep digits and a leading ``+``; a withheld or non-numeric caller is no caller."""
+    """Drop ``+``, spaces, ``-``, ``.``, ``(`` and ``)``; what is left must be 1-20 ASCII
+    digits, otherwise the call has no caller (withheld, a name, another script's digits).
+    """
     if value is None:
         return None
     if not isinstance(value, str):
         raise ValueError("caller is not a string")
-    digits = _CALLER_KEEP.sub("", value)
-    digits = digits[:1] + digits[1:].replace("+", "")
-    return digits if any(c.isdigit() for c in digits) else None
+    digits = value.translate(_CALLER_PUNCTUATION)
+    return digits if _CALLER_DIGITS.fullmatch(digits) else None
 
 
 if TYPE_CHECKING:
@@ -93,7 +98,7 @@ class CallQueued(_Event):
     call_id: CallId
     queue_id: QueueId
     caller: Caller = None
-    priority: StrictInt | None = None
+    priority: Annotated[StrictInt, Field(ge=PRIORITY_MIN, le=PRIORITY_MAX)] | None = None
 
 
 class CallAnswered(_Event):

@@ -100,10 +100,11 @@ def queue_snapshot(queue_id: str, raw: dict[str, Any], agents: dict[str, int],
     }
 
 
-def agents_by_queue(states: dict[str, tuple[str, list[str]]]) -> dict[str, dict[str, int]]:
+def agents_by_queue(states: dict[str, tuple[str, list[str], int]]
+                    ) -> dict[str, dict[str, int]]:
     """Agents per state per queue; an agent counts in every queue it lists."""
     counts: dict[str, dict[str, int]] = {}
-    for state, queues in states.values():
+    for state, queues, _since in states.values():
         for queue_id in queues:
             per_state = counts.setdefault(queue_id, {})
             per_state[state] = per_state.get(state, 0) + 1

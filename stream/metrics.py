@@ -22,8 +22,6 @@ from prometheus_client.registry import Collector
 from .figures import AGENT_STATES, OUTCOMES
 from .web.hub import SnapshotHub
 
-OFFER_KINDS = ("wait_threshold", "ewt_threshold", "missed_call")
-ALERT_KINDS = ("abandonment_spike",)
 _RATIOS = (
     ("callstream_queue_service_level_ratio", "service_level",
      "answered_in_sla / (answered + abandoned - short_abandoned), known waits only"),
@@ -62,10 +60,6 @@ class QueueCollector(Collector):
         }
         totals = CounterMetricFamily("callstream_calls", "Calls per outcome since the start",
                                      labels=["queue", "outcome"])
-        offers = CounterMetricFamily("callstream_callback_offers", "Callback offers sent",
-                                     labels=["queue", "kind"])
-        firing = GaugeMetricFamily("callstream_alert_firing", "1 while an alert fires",
-                                   labels=["queue", "kind"])
         for queue in queues:
             q = queue["queue_id"]
             waiting.add_metric([q], queue["waiting"])
@@ -84,14 +78,8 @@ class QueueCollector(Collector):
                         family.add_metric([q, window], figures[key])
             for outcome in OUTCOMES:
                 totals.add_metric([q, outcome], queue["totals"][outcome])
-            sent = queue.get("callback_offers", {})
-            for kind in OFFER_KINDS:
-                offers.add_metric([q, kind], sent.get(kind, 0))
-            alerts = {a["kind"] for a in queue.get("alerts", []) if a["status"] == "firing"}
-            for kind in ALERT_KINDS:
-                firing.add_metric([q, kind], 1 if kind in alerts else 0)
         yield from (waiting, longest, ewt, agents, required, window_calls, *ratios.values(),
-                    totals, offers, firing)
+                    totals)
 
 
 class DelayHistogram(Collector):

@@ -12,6 +12,7 @@ from redis.exceptions import RedisError
 
 from .config import Policy, Settings
 from .consume import Consumer, Health
+from .janitor import sweep_forever
 from .kafka_io import all_topics, ensure_topics
 from .metrics import build_registry
 from .mqtt import MqttPublisher
@@ -58,8 +59,9 @@ async def run_processor(settings: Settings, policy: Policy, stop: asyncio.Event)
         holder: list[StateStore] = []
 
         async def connect() -> None:
-            holder.append(await StateStore.connect(settings.redis_url, windows,
-                                              KeySpace(settings.redis_prefix)))
+            holder.append(await StateStore.connect(
+                settings.redis_url, windows, KeySpace(settings.redis_prefix),
+                max_queues=settings.max_queues, max_agents=settings.max_agents))
 
         if not await _until_reachable(Outage("Redis", "CALLSTREAM_REDIS_URL", log), stop,
                                       connect):
@@ -70,7 +72,7 @@ async def run_processor(settings: Settings, policy: Policy, stop: asyncio.Event)
             return
         consumer = Consumer(settings, policy, store, metrics, health)
         refresher = SnapshotRefresher(settings, policy, store, hub, health)
-        tasks = [consumer.run(stop), refresher.run(stop)]
+        tasks = [consumer.run(stop), refresher.run(stop), sweep_forever(store, stop)]
         if mqtt is not None:
             tasks.append(mqtt.run(stop))
         await asyncio.gather(*tasks)

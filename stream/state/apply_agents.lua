@@ -1,20 +1,25 @@
 -- Apply one batch of agent.state events, atomically, to the agents hash.
 --
 -- KEYS[1]  the agents key prefix, e.g. "cs:{agents}"
--- ARGV[1]  JSON config: {now, dedup_ttl_s}   (now: the wall clock, ms)
--- ARGV[2]  JSON events: [[partition, offset, event_id, agent_id, ts_ms, "state|q1,q2"], ...]
--- Returns one result letter per event (a applied, d duplicate).
+-- ARGV[1]  JSON config: {now, dedup_ttl_s, expect: {source -> last offset applied here}}
+--          (now: the wall clock, ms)
+-- ARGV[2]  JSON rows: [[source, offset, event_id, agent_id, ts_ms, "state|q1,q2"], ...]
+--          source: "<topic>:<partition>"
+-- Returns one result letter per row (a applied, d duplicate), or, writing nothing,
+-- "R" .. JSON {source: stored offset} when the stored offsets are behind `expect` (see
+-- apply_queue.lua).
 --
 -- Keys below the prefix:
---   :offsets     hash partition -> last applied offset
+--   :offsets     hash source -> last applied offset
 --   :seen:<day>  hash event_id -> 1, day of processing (wall clock); an id is looked up
 --                in today's and yesterday's hash, so the horizon is at least 24 h whatever
 --                the event's ts
---   :state       hash agent_id -> "state|queue,queue,..." (latest applied wins)
+--   :state       hash agent_id -> "state|queue,queue,...|since_ms" (latest applied wins;
+--                since: the ts of the event that began the state)
 
 local prefix = KEYS[1]
 local cfg = cjson.decode(ARGV[1])
-local events = cjson.decode(ARGV[2])
+local rows = cjson.decode(ARGV[2])
 local offsets_key = prefix .. ':offsets'
 local seen_prefix = prefix .. ':seen:'
 local stored, applied, results = {}, {}, {}
@@ -23,12 +28,25 @@ local seen_today = seen_prefix .. today
 local seen_yesterday = seen_prefix .. (today - 1)
 local marked = false
 
-for i, e in ipairs(events) do
-  local partition, offset = tostring(e[1]), e[2]
-  if stored[partition] == nil then
-    stored[partition] = tonumber(redis.call('HGET', offsets_key, partition) or '-1')
+local function stored_offset(source)
+  if stored[source] == nil then
+    stored[source] = tonumber(redis.call('HGET', offsets_key, source) or '-1')
   end
-  if offset <= stored[partition] then
+  return stored[source]
+end
+
+local behind = nil
+for source, offset in pairs(cfg.expect or {}) do
+  if stored_offset(source) < offset then
+    behind = behind or {}
+    behind[source] = stored_offset(source)
+  end
+end
+if behind ~= nil then return 'R' .. cjson.encode(behind) end
+
+for i, e in ipairs(rows) do
+  local source, offset = e[1], e[2]
+  if offset <= stored_offset(source) then
     results[i] = 'd'
   else
     if redis.call('HEXISTS', seen_yesterday, e[3]) == 1
@@ -36,15 +54,23 @@ for i, e in ipairs(events) do
       results[i] = 'd'
     else
       marked = true
-      redis.call('HSET', prefix .. ':state', e[4], e[6])
+      local value = e[6]
+      local old = redis.call('HGET', prefix .. ':state', e[4])
+      if old then
+        local old_state, old_since = string.match(old, '^(%a+)|[^|]*|(%-?%d+)$')
+        if old_state ~= nil and old_state == string.match(value, '^(%a+)|') then
+          value = string.gsub(value, '|%-?%d+$', '|' .. old_since)  -- same state goes on
+        end
+      end
+      redis.call('HSET', prefix .. ':state', e[4], value)
       results[i] = 'a'
     end
-    if (applied[partition] or -1) < offset then applied[partition] = offset end
+    if (applied[source] or -1) < offset then applied[source] = offset end
   end
 end
 
-for partition, offset in pairs(applied) do
-  redis.call('HSET', offsets_key, partition, offset)
+for source, offset in pairs(applied) do
+  redis.call('HSET', offsets_key, source, string.format('%.0f', offset))
 end
 if marked then
   redis.call('EXPIRE', seen_today, cfg.dedup_ttl_s)

@@ -2,28 +2,37 @@
 --
 -- KEYS[1]  the queue's key prefix, e.g. "cs:{q:sales}" (one hash tag: one Cluster slot)
 -- ARGV[1]  JSON config: {now, sla_ms, short_ms, windows: [[window_s, bucket_s], ...],
---                        leg_ttl_ms, bucket_ttl_extra_s}
--- ARGV[2]  JSON events: [[partition, offset, event_id, kind, call_id, ts_ms, caller, priority], ...]
---          kind: Q queued, I transfer in, A answered, B abandoned, C callback accepted,
---                T transfer out, E ended, K callback attempt
--- Returns a string with one result letter per event:
---   a applied, d duplicate, c conflict, o orphan
+--                        leg_ttl_ms, bucket_ttl_extra_s,
+--                        expect: {source -> the last offset this instance applied here}}
+-- ARGV[2]  JSON rows: [[source, offset, token, kind, call_id, ts_ms, caller, priority], ...]
+--          source: "<topic>:<partition>"; token: the event's dedup token (its id, marked
+--          by the row's role); kind: Q queued, I transfer in, A answered, B abandoned,
+--          C callback accepted, T transfer out, E ended, K callback attempt
+-- Returns a string with one result letter per row: a applied, d duplicate, c conflict,
+-- o orphan. Two refusals write nothing at all:
+--   "R" .. JSON {source: stored offset}  the stored offsets are behind `expect`: this
+--        Redis lost writes it had acknowledged (a failover, an AOF cut); read them again
+--   error "CSAPPLY <row> <why>"  row <row> (1-based) cannot be applied
+--
+-- Every row is worked out first, against tables in this script; Redis is written only
+-- once every row has been, so a script that fails writes nothing.
 --
 -- Keys below the prefix (the only place that names them; keys.py names the prefixes):
---   :offsets  hash partition -> last applied offset (redeliveries are skipped exactly)
---   :legs     hash call_id -> "state|queued|decided|answered|caller|priority|hour|ids"
+--   :offsets  hash source -> last applied offset (redeliveries are skipped exactly)
+--   :legs     hash call_id -> "state|queued|decided|answered|caller|priority|hour|tokens"
 --             state W waiting, A answered (handle time running), X closed; times in ms;
---             hour: the hour of the last legidx entry; ids: the leg's event ids, each
---             followed by NUL (a producer's duplicate of any of them changes nothing)
+--             hour: the hour of the last legidx entry; tokens: the dedup tokens of the
+--             events the leg applied, each followed by NUL
 --   :legidx   zset call_id -> a time (ms) at most 1 h before the leg's last touch;
 --             legs idle past leg_ttl_ms are forgotten
 --   :waiting  zset call_id -> queued ts (ms)
 --   :w:<window_s>:<bucket> hash figure -> count (bucket = floor(ts_ms / 1000 / bucket_s))
 --   :totals   hash outcome -> count (monotonic, for callstream_calls_total)
+--   :seen     string: the wall time (ms) of the last batch, for forgetting idle queues
 
 local prefix = KEYS[1]
 local cfg = cjson.decode(ARGV[1])
-local events = cjson.decode(ARGV[2])
+local rows = cjson.decode(ARGV[2])
 local now = cfg.now
 
 local offsets_key = prefix .. ':offsets'
@@ -32,22 +41,25 @@ local legidx_key = prefix .. ':legidx'
 local waiting_key = prefix .. ':waiting'
 local totals_key = prefix .. ':totals'
 
-local applied_offsets = {}
 local stored_offsets = {}
+local applied_offsets = {}
 local buckets = {}   -- "window:bucket" -> {figure -> increment}
 local bucket_order = {}
 local totals = {}
 local results = {}
+local legs = {}      -- call_id -> leg (false: no leg), read once, written at the end
+local touched = {}   -- call_ids whose leg changed, in order
+local waiting_ops = {}  -- {call_id, ts, or false: it leaves}, in order
 local hour = math.floor(now / 3600000)
 local bucket_seconds = {}
 for _, w in ipairs(cfg.windows) do bucket_seconds[w[1]] = w[2] end
 local slots_second, slots = nil, nil
 
-local function stored_offset(partition)
-  local value = stored_offsets[partition]
+local function stored_offset(source)
+  local value = stored_offsets[source]
   if value == nil then
-    value = tonumber(redis.call('HGET', offsets_key, partition) or '-1')
-    stored_offsets[partition] = value
+    value = tonumber(redis.call('HGET', offsets_key, source) or '-1')
+    stored_offsets[source] = value
   end
   return value
 end
@@ -83,40 +95,50 @@ local function count(ts, figure, amount, outcome)
 end
 
 local function read_leg(call_id)
+  local leg = legs[call_id]
+  if leg ~= nil then return leg or nil end
   local raw = redis.call('HGET', legs_key, call_id)
-  if not raw then return nil end
-  local st, q, d, a, caller, priority, h, ids = string.match(raw,
-    '^(%a)|([%d%-]*)|([%d%-]*)|([%d%-]*)|([%d%+]*)|([%d%-]*)|(%d*)|(.*)$')
-  return {st = st, q = tonumber(q), d = tonumber(d), a = tonumber(a), caller = caller,
-          priority = priority, hour = tonumber(h), ids = ids}
+  if not raw then
+    legs[call_id] = false
+    return nil
+  end
+  local st, q, d, a, caller, priority, h, tokens = string.match(raw,
+    '^(%a)|(%-?%d*)|(%-?%d*)|(%-?%d*)|([%d%+]*)|(%-?%d*)|(%d*)|(.*)$')
+  if st == nil then error('unreadable leg record') end
+  leg = {st = st, q = tonumber(q), d = tonumber(d), a = tonumber(a), caller = caller,
+         priority = tonumber(priority), hour = tonumber(h), stored_hour = tonumber(h),
+         tokens = tokens}
+  legs[call_id] = leg
+  return leg
 end
 
--- Write the leg with the event id it has just applied; index it for forgetting at most
--- once an hour.
-local function write_leg(call_id, leg, old, event_id)
-  local ids = (old and old.ids or '') .. event_id .. '\0'
-  if old == nil or old.hour ~= hour then
-    redis.call('ZADD', legidx_key, now, call_id)
-  end
-  redis.call('HSET', legs_key, call_id, leg.st .. '|' .. (leg.q or '') .. '|' ..
-    (leg.d or '') .. '|' .. (leg.a or '') .. '|' .. (leg.caller or '') .. '|' ..
-    (leg.priority or '') .. '|' .. hour .. '|' .. ids)
+local function has_token(leg, token)
+  return string.find('\0' .. leg.tokens, '\0' .. token .. '\0', 1, true) ~= nil
+end
+
+-- Record the leg's new state with the token of the event it has just applied.
+local function write_leg(call_id, leg, old, token)
+  leg.tokens = (old and old.tokens or '') .. token .. '\0'
+  leg.stored_hour = old and old.stored_hour
+  legs[call_id] = leg
+  touched[#touched + 1] = call_id
 end
 
 local function stop_waiting(call_id)
-  redis.call('ZREM', waiting_key, call_id)
+  waiting_ops[#waiting_ops + 1] = {call_id, false}
 end
 
-local function start_visit(call_id, ts, caller, priority, old, event_id)
+local function start_visit(call_id, ts, caller, priority, old, token)
   count(ts, 'offered', 1, true)
-  write_leg(call_id, {st = 'W', q = ts, caller = caller, priority = priority}, old, event_id)
-  redis.call('ZADD', waiting_key, ts, call_id)
+  write_leg(call_id, {st = 'W', q = ts, caller = caller, priority = priority}, old, token)
+  waiting_ops[#waiting_ops + 1] = {call_id, ts}
 end
 
--- A wait or handle time that comes out negative counts as 0.
+-- A wait or handle time that comes out negative counts as 0; none is longer than a
+-- leg is remembered, whatever times a producer sends.
 local function span(from, to)
   if to < from then return 0 end
-  return to - from
+  return math.min(to - from, cfg.leg_ttl_ms)
 end
 
 local function abandon(ts, wait)
@@ -134,27 +156,28 @@ local function end_handle(ts, leg)
   end
 end
 
-local function apply(event_id, kind, call_id, ts, caller, priority)
+local function apply(token, kind, call_id, ts, caller, priority)
+  if type(ts) ~= 'number' or type(call_id) ~= 'string' then error('bad row') end
   local leg = read_leg(call_id)
-  if leg ~= nil and string.find(leg.ids, event_id .. '\0', 1, true) then
+  if leg ~= nil and has_token(leg, token) then
     return 'd'  -- a producer's duplicate of an event this leg has applied
   end
   local arriving = (kind == 'Q' or kind == 'I')
 
   if kind == 'K' then
-    if leg ~= nil then write_leg(call_id, leg, leg, event_id) end
+    if leg ~= nil then write_leg(call_id, leg, leg, token) end
     return 'a'  -- callback attempts change no queue figure
   end
 
   if leg == nil then
     if arriving then
-      start_visit(call_id, ts, caller, priority, nil, event_id)
+      start_visit(call_id, ts, caller, priority, nil, token)
       return 'a'
     end
     -- A terminal event for a leg never seen: counted without a wait, then closed.
     if kind == 'A' then
       count(ts, 'answered', 1, true)
-      write_leg(call_id, {st = 'A', d = ts, a = ts}, nil, event_id)
+      write_leg(call_id, {st = 'A', d = ts, a = ts}, nil, token)
     else
       if kind == 'B' then
         abandon(ts, nil)
@@ -163,7 +186,7 @@ local function apply(event_id, kind, call_id, ts, caller, priority)
       elseif kind == 'T' then
         count(ts, 'transferred_out', 1, true)
       end
-      write_leg(call_id, {st = 'X', d = ts}, nil, event_id)
+      write_leg(call_id, {st = 'X', d = ts}, nil, token)
     end
     return 'o'
   end
@@ -178,7 +201,7 @@ local function apply(event_id, kind, call_id, ts, caller, priority)
       count(ts, 'wait_ms', wait, false)
       if wait <= cfg.sla_ms then count(ts, 'answered_in_sla', 1, true) end
       write_leg(call_id, {st = 'A', q = leg.q, d = ts, a = ts, caller = leg.caller}, leg,
-                event_id)
+                token)
       return 'a'
     end
     if kind == 'B' or kind == 'E' then
@@ -188,7 +211,7 @@ local function apply(event_id, kind, call_id, ts, caller, priority)
     else -- 'T': an overflow, counted only as transferred out
       count(ts, 'transferred_out', 1, true)
     end
-    write_leg(call_id, {st = 'X', q = leg.q, d = ts, caller = leg.caller}, leg, event_id)
+    write_leg(call_id, {st = 'X', q = leg.q, d = ts, caller = leg.caller}, leg, token)
     return 'a'
   end
 
@@ -196,9 +219,9 @@ local function apply(event_id, kind, call_id, ts, caller, priority)
   if arriving then
     if ts < leg.d then
       count(ts, 'offered', 1, true)  -- its late start: offered, nothing revised
-      write_leg(call_id, leg, leg, event_id)
+      write_leg(call_id, leg, leg, token)
     else
-      start_visit(call_id, ts, caller, priority, leg, event_id)  -- back: a new visit
+      start_visit(call_id, ts, caller, priority, leg, token)  -- back: a new visit
     end
     return 'a'
   end
@@ -206,50 +229,103 @@ local function apply(event_id, kind, call_id, ts, caller, priority)
     end_handle(ts, leg)
     if kind == 'T' then count(ts, 'transferred_out', 1, true) end
     leg.st = 'X'
-    write_leg(call_id, leg, leg, event_id)
+    write_leg(call_id, leg, leg, token)
     return 'a'
   end
-  write_leg(call_id, leg, leg, event_id)  -- a conflict: remembered, so a copy is a duplicate
+  write_leg(call_id, leg, leg, token)  -- a conflict: remembered, so a copy is a duplicate
   return 'c'
 end
 
-for i, e in ipairs(events) do
-  local partition, offset = tostring(e[1]), e[2]
-  local result
-  if offset <= stored_offset(partition) then
-    result = 'd'  -- redelivered: this offset was applied before
-  else
+-- A Redis that lost writes it had acknowledged must not be written on top of.
+local behind = nil
+for source, offset in pairs(cfg.expect or {}) do
+  local stored = stored_offset(source)
+  if stored < offset then
+    behind = behind or {}
+    behind[source] = stored
+  end
+end
+if behind ~= nil then return 'R' .. cjson.encode(behind) end
+
+-- Phase 1: work out every row; nothing is written to Redis yet.
+for i, e in ipairs(rows) do
+  local source, offset = e[1], e[2]
+  local redelivered = false
+  local ok, result = pcall(function()
+    if type(source) ~= 'string' or type(offset) ~= 'number' then error('bad position') end
+    if offset <= stored_offset(source) then
+      redelivered = true
+      return 'd'  -- redelivered: this offset was applied before
+    end
     local caller, priority = e[7], e[8]
     if caller == cjson.null then caller = nil end
     if priority == cjson.null then priority = nil end
-    result = apply(e[3], e[4], e[5], e[6], caller, priority)
-    if (applied_offsets[partition] or -1) < offset then applied_offsets[partition] = offset end
+    if caller ~= nil and not string.match(caller, '^%d+$') then error('bad caller') end
+    if priority ~= nil and (type(priority) ~= 'number' or priority ~= math.floor(priority)
+        or math.abs(priority) > 2147483648) then
+      error('bad priority')
+    end
+    return apply(e[3], e[4], e[5], e[6], caller, priority)
+  end)
+  if not ok then
+    return redis.error_reply('CSAPPLY ' .. i .. ' ' .. tostring(result))
+  end
+  if not redelivered and (applied_offsets[source] or -1) < offset then
+    applied_offsets[source] = offset
   end
   results[i] = result
 end
 
-for partition, offset in pairs(applied_offsets) do
-  redis.call('HSET', offsets_key, partition, offset)
+-- Phase 2: write what phase 1 decided.
+local function int(x) return string.format('%.0f', x) end
+
+for source, offset in pairs(applied_offsets) do
+  redis.call('HSET', offsets_key, source, int(offset))
+end
+
+local written = {}
+for _, call_id in ipairs(touched) do
+  if not written[call_id] then
+    written[call_id] = true
+    local leg = legs[call_id]
+    if leg.stored_hour ~= hour then
+      redis.call('ZADD', legidx_key, int(now), call_id)
+    end
+    redis.call('HSET', legs_key, call_id, leg.st .. '|' .. (leg.q and int(leg.q) or '') ..
+      '|' .. (leg.d and int(leg.d) or '') .. '|' .. (leg.a and int(leg.a) or '') .. '|' ..
+      (leg.caller or '') .. '|' .. (leg.priority and int(leg.priority) or '') .. '|' ..
+      hour .. '|' .. leg.tokens)
+  end
+end
+
+for _, op in ipairs(waiting_ops) do
+  if op[2] then
+    redis.call('ZADD', waiting_key, int(op[2]), op[1])
+  else
+    redis.call('ZREM', waiting_key, op[1])
+  end
 end
 
 for _, id in ipairs(bucket_order) do
   local window = tonumber(string.match(id, '^(%d+):'))
   local key = prefix .. ':w:' .. id
   for figure, amount in pairs(buckets[id]) do
-    redis.call('HINCRBY', key, figure, amount)
+    redis.call('HINCRBY', key, figure, int(amount))
   end
   redis.call('EXPIRE', key, window + 2 * bucket_seconds[window] + cfg.bucket_ttl_extra_s)
 end
 
 for outcome, amount in pairs(totals) do
-  redis.call('HINCRBY', totals_key, outcome, amount)
+  redis.call('HINCRBY', totals_key, outcome, int(amount))
 end
+redis.call('SET', prefix .. ':seen', int(now))
 
--- Forget legs idle past the horizon.
-local stale = redis.call('ZRANGEBYSCORE', legidx_key, '-inf', now - cfg.leg_ttl_ms, 'LIMIT', 0, 1000)
+-- Forget legs idle past the horizon (sweep_queue.lua does it for queues with no batch).
+local stale = redis.call('ZRANGEBYSCORE', legidx_key, '-inf', now - cfg.leg_ttl_ms,
+                         'LIMIT', 0, 1000)
 for _, call_id in ipairs(stale) do
   redis.call('HDEL', legs_key, call_id)
-  stop_waiting(call_id)
+  redis.call('ZREM', waiting_key, call_id)
   redis.call('ZREM', legidx_key, call_id)
 end
 

@@ -18,9 +18,10 @@ class KeySpace:
     root: str = "cs"
 
     @property
-    def queues(self) -> str:
-        """Set of every queue id seen, so a queue's series exist from its first event."""
-        return f"{self.root}:queues"
+    def queue_index(self) -> str:
+        """Zset queue id -> wall time (ms) of its last batch: the queues tracked, so a
+        queue's series exist from its first event; bounded by ``CALLSTREAM_MAX_QUEUES``."""
+        return f"{self.root}:queue-index"
 
     @property
     def event_clock(self) -> str:
@@ -34,8 +35,13 @@ class KeySpace:
 
     @property
     def agent_states(self) -> str:
-        """Hash agent_id -> "state|queue,queue" (written by apply_agents.lua)."""
+        """Hash agent_id -> "state|queue,queue|since_ms" (written by apply_agents.lua)."""
         return f"{self.agents}:state"
+
+    @property
+    def agent_index(self) -> str:
+        """Zset agent_id -> wall time (ms) of admission: bounded by ``CALLSTREAM_MAX_AGENTS``."""
+        return f"{self.agents}:index"
 
     @property
     def optout(self) -> str:

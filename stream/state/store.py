@@ -1,75 +1,56 @@
-"""The Redis state store: the only module that speaks Redis for queue state.
+"""The Redis state store: the only module that speaks Redis for queue and agent state.
 
-Writes go through two Lua scripts, one atomic call per queue (and one for agents) per
-batch, all of a batch's calls in one pipelined round trip. Reads go through one script
-per queue. Each script call also records the partition offsets it applied, so a replay
-after any crash skips exactly what was applied.
+Writes go through Lua scripts, one atomic call per queue (and one for agents) per batch,
+all of a batch's calls in one pipelined round trip. Each call also records the offsets it
+applied, per source (topic and partition), in the same atomic step as the state they
+produced, so a replay after any crash skips exactly what was applied, and a Redis that
+lost acknowledged writes is caught: every call carries the offsets this instance applied
+there before, and a script that finds its stored offsets behind them writes nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
+from ..errors import CallstreamError
+from .batch import AGENTS, StateBatch
 from .keys import KeySpace
 
+log = logging.getLogger(__name__)
 Redis = aioredis.Redis | aioredis.RedisCluster
 #: An agent event's dedup mark lives in a hash per processing day for two days.
 DEDUP_TTL_S = 2 * 86400 + 3600
 #: A leg idle this long is forgotten (its late events then count as orphans). Its event
 #: ids are its dedup marks, so this is also the dedup horizon: 24 h plus the up-to-1 h
-#: coarseness of the leg index.
+#: coarseness of the leg index. No wait or handle time is counted longer than this.
 LEG_TTL_MS = 25 * 3600 * 1000
+#: A queue with no batch and no waiting call this long, or an agent offline this long,
+#: is forgotten.
+IDLE_MS = 24 * 3600 * 1000
 #: Buckets outlive their window by this much: events may be up to 5 min in the future.
 BUCKET_TTL_EXTRA_S = 360
+_SCRIPTS = ("apply_queue", "apply_agents", "read_queue", "raise_clock", "admit", "forget",
+            "sweep_queue", "sweep_agents")
+#: How a script says that one row of its batch cannot be applied (see apply_queue.lua).
+_ROW_FAILED = "CSAPPLY "
 
 
-def _script(name: str) -> str:
-    return resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
+class RedisWentBack(CallstreamError):
+    """Redis lacks writes it had acknowledged: ``resume`` maps source -> the first offset
+    to read again (a failover to a replica that lagged, an AOF cut after a crash)."""
 
-
-@dataclass
-class QueueWrite:
-    """One queue's share of a batch: rows for apply_queue.lua, in consumption order."""
-
-    queue_id: str
-    rows: list[list[Any]] = field(default_factory=list)
-
-
-@dataclass
-class BatchWrite:
-    """Everything one batch writes, sent in one round trip."""
-
-    queues: dict[str, QueueWrite] = field(default_factory=dict)
-    agent_rows: list[list[Any]] = field(default_factory=list)
-    #: partition -> last offset of the batch, recorded once every script call succeeded.
-    checkpoint: dict[int, int] = field(default_factory=dict)
-    new_queues: set[str] = field(default_factory=set)
-    #: partition -> last offset sent to the dead-letter topic in this batch
-    dead_lettered: dict[int, int] = field(default_factory=dict)
-    newest_ts_ms: int | None = None
-    _encoded: tuple[dict[str, str], str] | None = field(default=None, repr=False)
-
-    def encoded(self) -> tuple[dict[str, str], str]:
-        """The rows as the scripts take them (JSON), encoded once: a retry reuses them, and
-        the consumer encodes while Redis still applies the batch before."""
-        if self._encoded is None:
-            self._encoded = ({q: json.dumps(w.rows) for q, w in self.queues.items()},
-                             json.dumps(self.agent_rows))
-        return self._encoded
-
-    def queue(self, queue_id: str) -> QueueWrite:
-        write = self.queues.get(queue_id)
-        if write is None:
-            write = self.queues[queue_id] = QueueWrite(queue_id)
-        return write
+    def __init__(self, resume: dict[str, int]) -> None:
+        super().__init__(f"Redis lost acknowledged writes; reading again from {resume}")
+        self.resume = resume
 
 
 @dataclass(frozen=True)
@@ -80,35 +61,44 @@ class QueueRules:
     short_ms: int
 
 
+#: Called with the indexes of messages that cannot be applied; returns once they are
+#: dead-lettered, so that a crash never loses them.
+OnFailed = Callable[[list[tuple[int, str]]], Awaitable[None]]
+
+
+def _script(name: str) -> str:
+    return resources.files(__package__).joinpath(f"{name}.lua").read_text(encoding="utf-8")
+
+
 class StateStore:
     """Queue and agent state in Redis, shared by every processor instance."""
 
     def __init__(self, client: Redis, windows: list[tuple[int, int]],
-                 keys: KeySpace | None = None) -> None:
+                 keys: KeySpace | None = None, max_queues: int = 2000,
+                 max_agents: int = 5000) -> None:
         self.client = client
         self.keys = keys or KeySpace()
         self.windows = windows
-        self._sources = {
-            name: _script(f"{name}.lua")
-            for name in ("apply_queue", "apply_agents", "read_queue", "raise_clock")
-        }
+        self.max_queues, self.max_agents = max_queues, max_agents
+        self._sources = {name: _script(name) for name in _SCRIPTS}
         self._shas: dict[str, str] = {}
         self._ready_scripts = False
+        #: (shard, source) -> the highest offset this instance applied there.
+        self._written: dict[tuple[str, str], int] = {}
+        self._admitted_queues: set[str] = set()
+        self._admitted_agents: set[str] = set()
 
     @classmethod
-    async def connect(cls, url: str, windows: list[tuple[int, int]], keys: KeySpace
-                      ) -> StateStore:
+    async def connect(cls, url: str, windows: list[tuple[int, int]], keys: KeySpace,
+                      **limits: int) -> StateStore:
         """Connect to a Redis server or, when ``url`` names a Cluster node, the Cluster."""
-        client: Redis = aioredis.Redis.from_url(url, decode_responses=True)
-        try:
-            info = await client.info("cluster")
-            if info.get("cluster_enabled"):
-                await client.aclose()
-                client = aioredis.RedisCluster.from_url(url, decode_responses=True)
-        except Exception:
-            await client.aclose()
-            raise
-        return cls(client, windows, keys)
+        from ..redis_client import connect_redis
+
+        return cls(await connect_redis(url), windows, keys, **limits)
+
+    @property
+    def is_cluster(self) -> bool:
+        return isinstance(self.client, aioredis.RedisCluster)
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -119,69 +109,155 @@ class StateStore:
             self._shas[name] = await self.client.script_load(source)
         self._ready_scripts = True
 
-    async def apply(self, batch: BatchWrite, rules: dict[str, QueueRules], topic: str,
-                    now_ms: int) -> tuple[dict[str, str], str]:
-        """Apply a batch; returns result letters per queue and for the agent rows.
+    # -- writing -------------------------------------------------------------------------
 
-        Safe to call again with the same batch after any failure: offsets already applied
-        are skipped by the scripts.
+    async def admit(self, batch: StateBatch, now_ms: int) -> tuple[set[str], set[str]]:
+        """Admit the batch's new queues and agents under their bounds; returns the queue
+        and agent ids refused (their messages are the caller's to dead-letter)."""
+        new_queues = sorted(batch.queue_ids - self._admitted_queues)
+        new_agents = sorted(batch.agent_ids - self._admitted_agents)
+        calls = []
+        if new_queues:
+            calls.append(("admit", self.keys.queue_index, str(self.max_queues), str(now_ms),
+                          *new_queues))
+        if new_agents:
+            calls.append(("admit", self.keys.agent_index, str(self.max_agents), str(now_ms),
+                          *new_agents))
+        if not calls:
+            return set(), set()
+        replies = await self._scripts(calls)
+        refused_queues = set(replies.pop(0)) if new_queues else set()
+        refused_agents = set(replies.pop(0)) if new_agents else set()
+        self._admitted_queues.update(set(new_queues) - refused_queues)
+        self._admitted_agents.update(set(new_agents) - refused_agents)
+        return refused_queues, refused_agents
+
+    async def apply(self, batch: StateBatch, rules: dict[str, QueueRules], now_ms: int,
+                    on_failed: OnFailed) -> list[str | None]:
+        """Apply the batch; returns each message's result (None for a dropped message).
+
+        A message that a script cannot apply is handed to ``on_failed``, dropped, and its
+        shard applied again without it. Safe to call again with the same batch after any
+        failure: offsets already applied are skipped by the scripts. Raises
+        :class:`RedisWentBack` when Redis lost writes this instance had made.
         """
-        if not self._ready_scripts:
-            await self.load_scripts()
-        try:
-            return await self._apply(batch, rules, topic, now_ms)
-        except NoScriptError:
-            await self.load_scripts()
-            return await self._apply(batch, rules, topic, now_ms)
-
-    async def _apply(self, batch: BatchWrite, rules: dict[str, QueueRules], topic: str,
-                     now_ms: int) -> tuple[dict[str, str], str]:
-        order = list(batch.queues)
-        rows, agent_rows = batch.encoded()
-        calls: list[tuple[str, str, str, str]] = []
-        for queue_id in order:
-            rule = rules[queue_id]
-            config = {
-                "now": now_ms, "sla_ms": rule.sla_ms, "short_ms": rule.short_ms,
-                "windows": self.windows, "leg_ttl_ms": LEG_TTL_MS,
-                "bucket_ttl_extra_s": BUCKET_TTL_EXTRA_S,
-            }
-            calls.append(("apply_queue", self.keys.queue(queue_id), json.dumps(config),
-                          rows[queue_id]))
-        if batch.agent_rows:
-            calls.append(("apply_agents", self.keys.agents,
-                          json.dumps({"now": now_ms, "dedup_ttl_s": DEDUP_TTL_S}), agent_rows))
-        replies = await self._call_scripts(calls)
-        # Written only after every script call succeeded; on one Redis its AOF keeps a
-        # prefix of the writes, so a surviving checkpoint implies surviving state.
-        tail = self.client.pipeline(transaction=False)
-        if batch.checkpoint:
-            tail.hset(self.keys.checkpoint(topic),
-                      mapping=batch.checkpoint)  # type: ignore[arg-type]
-        if batch.dead_lettered:
-            tail.hset(self.keys.dead_lettered(topic),
-                      mapping=batch.dead_lettered)  # type: ignore[arg-type]
-        if batch.new_queues:
-            tail.sadd(self.keys.queues, *batch.new_queues)
-        await tail.execute()
+        letters = batch.letters
+        behind: dict[str, int] = {}
+        pending = [shard for shard in batch.shards() if shard not in letters]
+        while pending:
+            encoded = batch.encoded()
+            calls = [self._apply_call(shard, encoded[shard], rules, now_ms) for shard in pending]
+            replies = await self._scripts(calls, raise_on_error=False)
+            failed: list[tuple[int, str]] = []
+            retry = []
+            for shard, reply in zip(pending, replies, strict=True):
+                if isinstance(reply, ResponseError) and str(reply).startswith(_ROW_FAILED):
+                    row, _, why = str(reply)[len(_ROW_FAILED):].partition(" ")
+                    failed.append((batch.message_of_row(shard, int(row) - 1), why))
+                    retry.append(shard)
+                elif isinstance(reply, Exception):
+                    raise reply  # not the message's doing: Redis's, retried by the caller
+                elif reply.startswith("R"):
+                    for source, stored in json.loads(reply[1:]).items():
+                        behind[source] = min(behind.get(source, stored), stored)
+                else:
+                    letters[shard] = reply
+                    for source, offset in batch.highest_offsets(shard).items():
+                        key = (shard, source)
+                        self._written[key] = max(self._written.get(key, -1), offset)
+            if failed:
+                await on_failed(failed)
+                batch.drop([index for index, _ in failed])
+            pending = [shard for shard in retry if shard in batch.shards()]
+        if behind:
+            raise RedisWentBack(await self.lost_positions(behind))
         if batch.newest_ts_ms is not None:
-            await self._call_scripts([("raise_clock", self.keys.event_clock,
-                                       str(batch.newest_ts_ms))])
-        results = {q: replies[i] for i, q in enumerate(order)}
-        agents = replies[len(order)] if batch.agent_rows else ""
-        return results, agents
+            await self._scripts([("raise_clock", self.keys.event_clock,
+                                  str(batch.newest_ts_ms))])
+        return batch.results(letters)
 
-    async def _call_scripts(self, calls: Sequence[tuple[str, ...]]) -> list[Any]:
-        """Script calls ``(script, key, *args)``, each atomic, all in one round trip; on a
-        Cluster, which refuses scripts in pipelines, as concurrent calls instead."""
-        if isinstance(self.client, aioredis.RedisCluster):
-            return list(await asyncio.gather(*(
-                self.client.evalsha(self._shas[name], 1, key, *args)
-                for name, key, *args in calls)))
+    def _apply_call(self, shard: str, rows: str, rules: dict[str, QueueRules],
+                    now_ms: int) -> tuple[str, ...]:
+        expect = {source: offset for (s, source), offset in self._written.items()
+                  if s == shard}
+        if shard == AGENTS:
+            config = {"now": now_ms, "dedup_ttl_s": DEDUP_TTL_S, "expect": expect}
+            return ("apply_agents", self.keys.agents, json.dumps(config), rows)
+        rule = rules[shard]
+        config = {
+            "now": now_ms, "sla_ms": rule.sla_ms, "short_ms": rule.short_ms,
+            "windows": self.windows, "leg_ttl_ms": LEG_TTL_MS,
+            "bucket_ttl_extra_s": BUCKET_TTL_EXTRA_S, "expect": expect,
+        }
+        return ("apply_queue", self.keys.queue(shard), json.dumps(config), rows)
+
+    async def save_positions(self, topic: str, checkpoint: dict[int, int],
+                             dead_lettered: dict[int, int], queue_ids: set[str],
+                             now_ms: int) -> None:
+        """After a batch applied whole: its last offsets, the last dead-lettered offsets,
+        and when its queues were last seen. On one Redis its AOF keeps a prefix of the
+        writes, so a checkpoint that survives implies the state before it survived."""
         pipe = self.client.pipeline(transaction=False)
-        for name, key, *args in calls:
-            pipe.evalsha(self._shas[name], 1, key, *args)
-        return list(await pipe.execute())
+        if checkpoint:
+            pipe.hset(self.keys.checkpoint(topic), mapping=checkpoint)  # type: ignore[arg-type]
+        if dead_lettered:
+            pipe.hset(self.keys.dead_lettered(topic),
+                      mapping=dead_lettered)  # type: ignore[arg-type]
+        if queue_ids:
+            pipe.zadd(self.keys.queue_index, dict.fromkeys(queue_ids, now_ms))
+        await pipe.execute()
+
+    # -- a Redis that went back ------------------------------------------------------------
+
+    async def server_ids(self) -> frozenset[str]:
+        """The run ids of the Redis server(s): a restart or failover changes them."""
+        if isinstance(self.client, aioredis.RedisCluster):
+            info = await self.client.info("server", target_nodes=aioredis.RedisCluster.PRIMARIES)
+            return frozenset(str(v["run_id"]) for v in info.values())
+        info = await self.client.info("server")
+        return frozenset({str(info["run_id"])})
+
+    async def lost_positions(self, known: dict[str, int] | None = None) -> dict[str, int]:
+        """source -> the first offset to read again, wherever a shard's stored offset is
+        behind what this instance applied there; forgets what it had applied, so the
+        offsets read back become the new baseline."""
+        resume = {source: stored + 1 for source, stored in (known or {}).items()}
+        keys = list(self._written)
+        pipe = self.client.pipeline(transaction=False)
+        for shard, source in keys:
+            pipe.hget(self._offsets_key(shard), source)
+        stored = await pipe.execute()
+        for (_, source), offset in zip(keys, stored, strict=True):
+            value = -1 if offset is None else int(offset)
+            if value < self._written[(_, source)]:
+                resume[source] = min(resume.get(source, value + 1), value + 1)
+        self._written.clear()
+        self._admitted_queues.clear()
+        self._admitted_agents.clear()
+        return resume
+
+    def _offsets_key(self, shard: str) -> str:
+        return (self.keys.agents if shard == AGENTS else self.keys.queue(shard)) + ":offsets"
+
+    # -- housekeeping --------------------------------------------------------------------
+
+    async def sweep(self, now_ms: int) -> tuple[list[str], list[str]]:
+        """Forget idle legs, idle queues and agents offline past the horizon; returns the
+        queue and agent ids forgotten."""
+        queue_ids = await self.queue_ids()
+        config = json.dumps({"now": now_ms, "leg_ttl_ms": LEG_TTL_MS, "idle_ms": IDLE_MS})
+        replies = await self._scripts([("sweep_queue", self.keys.queue(q), config)
+                                       for q in queue_ids]) if queue_ids else []
+        idle = [q for q, gone in zip(queue_ids, replies, strict=True) if gone]
+        cutoff = str(now_ms - IDLE_MS)
+        if idle:
+            await self._scripts([("forget", self.keys.queue_index, cutoff, *idle)])
+            self._admitted_queues.difference_update(idle)
+        agents = await self._scripts([("sweep_agents", self.keys.agents, cutoff)])
+        self._admitted_agents.difference_update(agents[0])
+        return idle, [str(a) for a in agents[0]]
+
+    # -- reading -------------------------------------------------------------------------
 
     async def checkpoints(self, topic: str) -> dict[int, int]:
         """partition -> last offset of the last batch applied whole."""
@@ -196,7 +272,7 @@ class StateStore:
         return {int(p): int(o) for p, o in raw.items()}
 
     async def queue_ids(self) -> list[str]:
-        return sorted(str(q) for q in await self.client.smembers(self.keys.queues))
+        return sorted(str(q) for q in await self.client.zrange(self.keys.queue_index, 0, -1))
 
     async def event_clock_ms(self) -> int | None:
         raw = await self.client.get(self.keys.event_clock)
@@ -206,23 +282,48 @@ class StateStore:
         """Live figures and window sums of each queue, in one round trip."""
         if not queue_ids:
             return {}
-        if not self._ready_scripts:
-            await self.load_scripts()
         config = json.dumps({"now": now_ms, "windows": self.windows})
-        calls = [("read_queue", self.keys.queue(q), config) for q in queue_ids]
-        try:
-            replies = await self._call_scripts(calls)
-        except NoScriptError:
-            await self.load_scripts()
-            replies = await self._call_scripts(calls)
+        replies = await self._scripts([("read_queue", self.keys.queue(q), config)
+                                       for q in queue_ids])
         return {q: json.loads(r) for q, r in zip(queue_ids, replies, strict=True)}
 
-    async def agent_states(self) -> dict[str, tuple[str, list[str]]]:
-        """agent_id -> (state, queues)."""
+    async def agent_states(self) -> dict[str, tuple[str, list[str], int]]:
+        """agent_id -> (state, queues, since: ts in ms of the event that began the state)."""
         raw = await self.client.hgetall(self.keys.agent_states)
-        agents: dict[str, tuple[str, list[str]]] = {}
+        agents: dict[str, tuple[str, list[str], int]] = {}
         for agent, value in raw.items():
-            state, _, queues = str(value).partition("|")
-            agents[str(agent)] = (state, [q for q in queues.split(",") if q])
+            state, queues, since = str(value).split("|")
+            agents[str(agent)] = (state, [q for q in queues.split(",") if q], int(since))
         return agents
 
+    # -- scripts -------------------------------------------------------------------------
+
+    async def _scripts(self, calls: Sequence[tuple[str, ...]], raise_on_error: bool = True
+                       ) -> list[Any]:
+        """Script calls ``(script, key, *args)``, each atomic, all in one round trip."""
+        if not self._ready_scripts:
+            await self.load_scripts()
+        try:
+            return await self._send(calls, raise_on_error)
+        except NoScriptError:
+            await self.load_scripts()
+            return await self._send(calls, raise_on_error)
+
+    async def _send(self, calls: Sequence[tuple[str, ...]], raise_on_error: bool) -> list[Any]:
+        """On a Cluster, which refuses scripts in pipelines, as concurrent calls instead."""
+        if isinstance(self.client, aioredis.RedisCluster):
+            replies = list(await asyncio.gather(
+                *(self.client.evalsha(self._shas[name], 1, key, *args)
+                  for name, key, *args in calls),
+                return_exceptions=not raise_on_error))
+        else:
+            pipe = self.client.pipeline(transaction=False)
+            for name, key, *args in calls:
+                pipe.evalsha(self._shas[name], 1, key, *args)
+            replies = list(await pipe.execute(raise_on_error=raise_on_error))
+        for reply in replies:
+            if isinstance(reply, NoScriptError):
+                raise reply
+            if isinstance(reply, BaseException) and not isinstance(reply, ResponseError):
+                raise reply  # connection trouble: nothing to read from the other replies
+        return replies

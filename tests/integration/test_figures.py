@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from stream.batching import count_results, prepare
+from stream.batching import PreparedBatch, add
 from stream.config import Policy, QueuePolicy
 from stream.figures import agents_by_queue, queue_snapshot
 from stream.snapshots import bucket_windows, iso
@@ -43,7 +43,6 @@ class Centre:
     def __init__(self, store: StateStore, policy: Policy) -> None:
         self.store = store
         self.policy = policy
-        self.known: set[str] = set()
         self.offset = 0
         self.results: dict[tuple[str, str], int] = {}
 
@@ -55,13 +54,20 @@ class Centre:
             records.append(Rec("t", partition, self.offset if offset is None else offset,
                                None, value))
             self.offset += 1
-        batch = prepare(records, self.known, int(time.time() * 1000))
+        batch = PreparedBatch()
+        now_ms = int(time.time() * 1000)
+        add(batch, records, now_ms, event_clock=False)
         rules = {q: QueueRules(round(self.policy.for_queue(q).sla_seconds * 1000),
                                round(self.policy.for_queue(q).short_abandon_seconds * 1000))
-                 for q in batch.write.queues}
-        queue_results, agent_results = await self.store.apply(batch.write, rules, "t",
-                                                              int(time.time() * 1000))
-        counted = dict(count_results(batch, queue_results, agent_results))
+                 for q in batch.state.queue_ids}
+        refused, _ = await self.store.admit(batch.state, now_ms)
+        assert not refused
+
+        async def no_failure(failed: list[tuple[int, str]]) -> None:
+            raise AssertionError(f"not applied: {failed}")
+
+        results = await self.store.apply(batch.state, rules, now_ms, no_failure)
+        counted = dict(batch.counts(results))
         for key, n in counted.items():
             self.results[key] = self.results.get(key, 0) + n
         return counted

@@ -296,11 +296,11 @@ def test_queue_snapshot_without_aht() -> None:
 
 def test_agents_count_in_every_queue_they_list() -> None:
     states = {
-        "SIP:1001": ("available", ["sales", "support"]),
-        "SIP:1002": ("busy", ["sales"]),
-        "SIP:1003": ("available", ["sales"]),
-        "SIP:1004": ("wrapup", ["support"]),
-        "SIP:1005": ("offline", []),
+        "SIP:1001": ("available", ["sales", "support"], 0),
+        "SIP:1002": ("busy", ["sales"], 0),
+        "SIP:1003": ("available", ["sales"], 0),
+        "SIP:1004": ("wrapup", ["support"], 0),
+        "SIP:1005": ("offline", [], 0),
     }
     assert agents_by_queue(states) == {
         "sales": {"available": 2, "busy": 1},

@@ -1,0 +1,133 @@
+"""The steps that take a consumed batch to committed, in the one order that is safe.
+
+1. admit the batch's new queues and agents under their bounds (refused: dead letters);
+2. copy the dead letters to the DLQ and wait for the broker's acknowledgement;
+3. apply the batch to the state (a message the state cannot take is dead-lettered first);
+4. record in Redis the batch's last offsets and the last dead-lettered ones;
+5. commit the offsets to Kafka.
+
+Every step can be run again after a failure: the state skips what it applied, and a
+dead letter already sent (by this instance, or as Redis recorded it) is not sent again.
+Kafka's commit is last, and Redis holds the applied offsets whatever happens to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from .batching import DeadLetter, PreparedBatch
+from .outage import Outage
+from .state.store import QueueRules, StateStore
+
+log = logging.getLogger(__name__)
+#: A dead letter the broker refuses for good (too large) is sent as its first bytes.
+TRUNCATED_BYTES = 64 * 1024
+
+
+class Stopped(Exception):
+    """``stop`` was set while a step waited on Kafka: the batch is left uncommitted."""
+
+
+class Checkpoint:
+    """Owns the order of a batch's steps for one consumer of one topic."""
+
+    def __init__(self, topic: str, dlq_topic: str, store: StateStore,
+                 producer: AIOKafkaProducer, kafka_outage: Outage,
+                 commit: Callable[[dict[int, int]], Awaitable[None]]) -> None:
+        self.topic, self.dlq_topic = topic, dlq_topic
+        self.store = store
+        self.producer = producer
+        self.kafka_outage = kafka_outage
+        self._commit = commit
+        #: partition -> last offset copied to the DLQ (from Redis, then this instance's)
+        self.dead_lettered: dict[int, int] = {}
+
+    async def apply(self, batch: PreparedBatch, rules: dict[str, QueueRules],
+                    stop: asyncio.Event) -> list[str | None]:
+        """Steps 1-4; Redis errors propagate (the caller retries the whole call), and so
+        does :class:`~stream.state.store.RedisWentBack`."""
+        now_ms = int(time.time() * 1000)
+        refused_queues, refused_agents = await self.store.admit(batch.state, now_ms)
+        if refused_queues:
+            batch.refuse(batch.state.messages_naming(refused_queues, set()),
+                         "too_many_queues", "CALLSTREAM_MAX_QUEUES queues are tracked already")
+        if refused_agents:
+            batch.refuse(batch.state.messages_naming(set(), refused_agents),
+                         "too_many_agents", "CALLSTREAM_MAX_AGENTS agents are tracked already")
+        await self._send(batch.dead_letters, stop)
+
+        async def on_failed(failed: list[tuple[int, str]]) -> None:
+            for index, why in failed:
+                letters = batch.refuse([index], "apply_failed", why)
+                await self._send(letters, stop)
+
+        results = await self.store.apply(batch.state, rules, now_ms, on_failed)
+        sent = {p: o for p, o in self.dead_lettered.items()
+                if any(d.record.partition == p for d in batch.dead_letters)}
+        await self.store.save_positions(self.topic, batch.last_offsets, sent,
+                                        batch.state.queue_ids - refused_queues, now_ms)
+        return results
+
+    async def commit(self, batch: PreparedBatch) -> None:
+        """Step 5, once the state holds the batch: Kafka's committed offsets."""
+        await self._commit({p: o + 1 for p, o in batch.last_offsets.items()})
+
+    async def _send(self, letters: list[DeadLetter], stop: asyncio.Event) -> None:
+        """Copy rejected messages, unchanged, to the DLQ with the reason and the source;
+        each at most once per offset (a crash between the broker's acknowledgement and
+        Redis's record of it may repeat one, never lose one)."""
+        todo = [d for d in letters
+                if d.record.offset > self.dead_lettered.get(d.record.partition, -1)]
+        for dead in todo:
+            log.warning("dead-lettered %s: %s (%s)", dead.source, dead.rejection.reason,
+                        dead.rejection.detail)
+        while todo:
+            results = await asyncio.gather(*(self._send_one(d) for d in todo),
+                                           return_exceptions=True)
+            retry = []
+            for dead, result in zip(todo, results, strict=True):
+                if isinstance(result, KafkaError) and result.retriable:
+                    retry.append(dead)
+                elif isinstance(result, BaseException):
+                    await self._send_truncated(dead, result)
+            todo = retry
+            if todo:
+                self.kafka_outage.failed(KafkaError(f"{len(todo)} dead letter(s) not sent"))
+                if stop.is_set():
+                    raise Stopped
+                await self.kafka_outage.backoff(stop)
+        for dead in letters:
+            partition = dead.record.partition
+            self.dead_lettered[partition] = max(self.dead_lettered.get(partition, -1),
+                                                dead.record.offset)
+
+    def _send_one(self, dead: DeadLetter, value: bytes | None = None,
+                  extra: list[tuple[str, bytes]] | None = None
+                  ) -> Coroutine[Any, Any, Any]:
+        record = dead.record
+        headers = list(record.headers or ()) + [
+            ("callstream-error", dead.rejection.reason.encode()),
+            ("callstream-source", dead.source.encode()),
+        ] + (extra or [])
+        send: Callable[..., Coroutine[Any, Any, Any]] = self.producer.send_and_wait
+        return send(self.dlq_topic, value=record.value if value is None else value,
+                    key=record.key, headers=headers)
+
+    async def _send_truncated(self, dead: DeadLetter, error: BaseException) -> None:
+        """The broker refuses the copy for good (too large): send its first bytes, with a
+        header that says so, rather than stop the pipeline."""
+        size = len(dead.record.value or b"")
+        log.error("dead letter %s refused by the broker (%s); sending its first %d of %d "
+                  "bytes", dead.source, error, TRUNCATED_BYTES, size)
+        try:
+            await self._send_one(dead, (dead.record.value or b"")[:TRUNCATED_BYTES],
+                                 [("callstream-truncated", str(size).encode())])
+        except KafkaError as exc:
+            log.error("dead letter %s could not be sent at all (%s)", dead.source, exc)

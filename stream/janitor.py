@@ -1,0 +1,36 @@
+"""Housekeeping that no event triggers: legs that never ended, idle queues, agents gone.
+
+Any number of instances may sweep at once: each step is an atomic script that checks its
+condition again, so a sweep never forgets what a batch has just touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from redis.exceptions import RedisError
+
+from .state.store import StateStore
+
+log = logging.getLogger(__name__)
+SWEEP_SECONDS = 60.0
+
+
+async def sweep_forever(store: StateStore, stop: asyncio.Event,
+                        every: float = SWEEP_SECONDS) -> None:
+    """Sweep every ``every`` seconds until ``stop`` is set."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every)
+        if stop.is_set():
+            return
+        try:
+            queues, agents = await store.sweep(int(time.time() * 1000))
+        except (RedisError, OSError):
+            continue  # the consumer and the refresher report Redis outages
+        if queues or agents:
+            log.info("forgot %d idle queue(s) and %d agent(s) offline for 24 h",
+                     len(queues), len(agents))
