@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -85,9 +86,12 @@ class Checkpoint:
         Redis's record of it may repeat one, never lose one)."""
         todo = [d for d in letters
                 if d.record.offset > self.dead_lettered.get(d.record.partition, -1)]
-        for dead in todo:
-            log.warning("dead-lettered %s: %s (%s)", dead.source, dead.rejection.reason,
-                        dead.rejection.detail)
+        if todo:
+            reasons = Counter(d.rejection.reason for d in todo)
+            first = todo[0]
+            log.warning("dead-lettering %d message(s): %s; first %s: %s", len(todo),
+                        ", ".join(f"{n} {r}" for r, n in reasons.most_common()),
+                        first.source, first.rejection.detail)
         while todo:
             results = await asyncio.gather(*(self._send_one(d) for d in todo),
                                            return_exceptions=True)

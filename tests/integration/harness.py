@@ -223,3 +223,40 @@ async def totals_match(url: str, expected: dict[str, dict[str, int]]) -> bool:
     got = {q["queue_id"]: {k: q["totals"][k] for k in next(iter(expected.values()))}
            for q in snapshot["queues"]}
     return got == expected
+
+
+async def read_topic(bootstrap: str, topic: str, at_least: int, timeout: float = 20
+                     ) -> list[Any]:
+    """Every record of ``topic`` once ``at_least`` have arrived (or ``timeout`` passed)."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    got: list[Any] = []
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=300)
+            got += [m for records in batch.values() for m in records]
+            if len(got) >= at_least:
+                # a little longer, so that a duplicate would show
+                batch = await consumer.getmany(timeout_ms=500)
+                got += [m for records in batch.values() for m in records]
+                break
+    finally:
+        await consumer.stop()
+    return got
+
+
+async def metric_value(url: str, name: str, **labels: str) -> float:
+    """The sum of the series of ``name`` whose labels include ``labels``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total = 0.0
+    for family in text_string_to_metric_families(await http_text(url + "/metrics")):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v
+                                           for k, v in labels.items()):
+                total += sample.value
+    return total

@@ -47,16 +47,17 @@ class Centre:
         self.results: dict[tuple[str, str], int] = {}
 
     async def apply(self, *events: dict[str, Any] | bytes, partition: int = 0,
-                    offset: int | None = None) -> dict[tuple[str, str], int]:
+                    offset: int | None = None, topic: str = "t",
+                    event_clock: bool = False) -> dict[tuple[str, str], int]:
         records = []
         for event in events:
             value = event if isinstance(event, bytes) else json.dumps(event).encode()
-            records.append(Rec("t", partition, self.offset if offset is None else offset,
+            records.append(Rec(topic, partition, self.offset if offset is None else offset,
                                None, value))
             self.offset += 1
         batch = PreparedBatch()
         now_ms = int(time.time() * 1000)
-        add(batch, records, now_ms, event_clock=False)
+        add(batch, records, now_ms, event_clock=event_clock)
         rules = {q: QueueRules(round(self.policy.for_queue(q).sla_seconds * 1000),
                                round(self.policy.for_queue(q).short_abandon_seconds * 1000))
                  for q in batch.state.queue_ids}
@@ -307,3 +308,124 @@ async def test_per_queue_policy_thresholds() -> None:
     w = (await centre.figures("sales", NOW))["windows"]["5m"]
     assert w["answered_in_sla"] == 1 and w["short_abandoned"] == 1
     await store.close()
+
+
+# --- hardening (issue 7) ------------------------------------------------------------------
+
+
+async def test_calls_sent_back_into_their_own_queue_open_new_legs(centre: Centre) -> None:
+    back = transferred("c1", 30, "q", "q")
+    await centre.apply(
+        # answered, then the agent returns the caller to the queue, answered again
+        queued("c1", 0), answered("c1", 5), back,
+        answered("c1", 40), ended("c1", 70),
+        # an overflow back into its own queue while still waiting, then answered
+        queued("c2", 0), transferred("c2", 10, "q", "q"), answered("c2", 15), ended("c2", 45),
+    )
+    w = (await centre.figures("q", NOW))["windows"]["5m"]
+    assert (w["offered"], w["answered"], w["transferred_out"]) == (4, 3, 2)
+    assert w["asa_seconds"] == pytest.approx((5 + 10 + 5) / 3)  # c2's new leg waited 5 s
+    # handle times: c1 5->30 and 40->70, c2 15->45
+    assert w["aht_seconds"] == pytest.approx((25 + 30 + 30) / 3)
+    assert (await centre.figures("q", NOW))["waiting"] == 0
+    assert centre.results[("call.transferred", "applied")] == 2
+    # the same transfer again (a producer's duplicate) changes nothing in either leg
+    assert await centre.apply(back) == {("call.transferred", "duplicate"): 1}
+    w = (await centre.figures("q", NOW))["windows"]["5m"]
+    assert (w["offered"], w["answered"], w["transferred_out"]) == (4, 3, 2)
+
+
+async def test_offsets_are_kept_per_topic(centre: Centre) -> None:
+    """A recreated or renamed topic starts its offsets again: not duplicates."""
+    await centre.apply(queued("c1", 0), offset=7, topic="calls-v1")
+    results = await centre.apply(queued("c2", 1), offset=7, topic="calls-v2")
+    assert results == {("call.queued", "applied"): 1}
+    assert (await centre.figures("q", NOW))["windows"]["5m"]["offered"] == 2
+    assert await centre.apply(queued("c3", 2), offset=7, topic="calls-v1") == {
+        ("call.queued", "duplicate"): 1}
+
+
+async def test_events_older_than_a_day_are_stale(centre: Centre) -> None:
+    old = T0 - 25 * 3600_000
+    stale = {"event_id": "old", "type": "call.queued", "ts": iso(old), "call_id": "c0",
+             "queue_id": "q"}
+    epoch = {"event_id": "1970", "type": "call.queued", "ts": "1970-01-01T00:00:00Z",
+             "call_id": "c1970", "queue_id": "q"}
+    results = await centre.apply(stale, epoch, queued("c1", 0))
+    assert results == {("call.queued", "stale"): 2, ("call.queued", "applied"): 1}
+    figures = await centre.figures("q", NOW)
+    assert figures["totals"]["offered"] == 1 and figures["waiting"] == 1
+    # replaying history (clock=event), nothing is too old
+    assert await centre.apply(stale | {"event_id": "old2", "call_id": "c0b"},
+                              event_clock=True) == {("call.queued", "applied"): 1}
+
+
+async def test_a_row_the_script_cannot_take_fails_alone_and_writes_nothing() -> None:
+    store = await new_store()
+    try:
+        # A leg record no script wrote (a bug, or a hand edit): applying to it must fail
+        # that one message, and the rest of the batch must still apply.
+        await store.client.hset(store.keys.queue("q") + ":legs", "broken", "??")
+        batch = PreparedBatch()
+        now_ms = int(time.time() * 1000)
+        records = [Rec("t", 0, i, None, json.dumps(e).encode()) for i, e in enumerate(
+            [queued("c1", 0), answered("broken", 1), queued("c2", 2), answered("c1", 3)])]
+        add(batch, records, now_ms, event_clock=False)
+        await store.admit(batch.state, now_ms)
+        failed: list[tuple[int, str]] = []
+
+        async def on_failed(rows: list[tuple[int, str]]) -> None:
+            failed.extend(rows)
+
+        results = await store.apply(batch.state, {"q": QueueRules(20_000, 5_000)}, now_ms,
+                                    on_failed)
+        assert [index for index, _ in failed] == [1]
+        assert results == ["applied", None, "applied", "applied"]
+        raw = (await store.read_queues(["q"], NOW))["q"]
+        assert raw["totals"] == {"offered": 2, "answered": 1, "answered_in_sla": 1}
+        assert await store.client.hget(store.keys.queue("q") + ":legs", "broken") == "??"
+    finally:
+        await store.close()
+
+
+async def test_forgotten_legs_idle_queues_and_offline_agents() -> None:
+    store = await new_store()
+    centre = Centre(store, Policy())
+    try:
+        await centre.apply(queued("lost", 0, queue="idle"), queued("c1", 0, queue="busy"),
+                           ev("agent.state", 0, agent_id="gone", state="offline", queues=[]),
+                           ev("agent.state", 0, agent_id="here", state="available",
+                              queues=["busy"]))
+        now = int(time.time() * 1000)
+        assert await store.sweep(now) == ([], [])
+        # a day later the agent offline since T0 (an hour ago) is forgotten; the waiting
+        # calls that never ended are still there, and keep their queues
+        assert await store.sweep(now + 23 * 3600_000 + 60_000) == ([], ["gone"])
+        assert (await store.read_queues(["idle"], NOW))["idle"]["waiting"] == 1
+        # past the leg memory (25 h) they stop waiting, and the idle queues are forgotten
+        forgotten = await store.sweep(now + 25 * 3600_000 + 60_000)
+        assert forgotten == (["busy", "idle"], [])
+        assert await store.queue_ids() == []
+        assert list(await store.agent_states()) == ["here"]
+    finally:
+        await store.close()
+
+
+async def test_the_bounds_on_queues_and_agents_hold() -> None:
+    store = StateStore((await new_store()).client, bucket_windows(WINDOWS),
+                       KeySpace(f"f{uuid.uuid4().hex[:8]}"), max_queues=3, max_agents=2)
+    try:
+        batch = PreparedBatch()
+        now_ms = int(time.time() * 1000)
+        events = [queued(f"c{i}", i, queue=f"q{i}") for i in range(5)] + [
+            ev("agent.state", 0, agent_id=f"a{i}", state="available", queues=["q0"])
+            for i in range(4)]
+        add(batch, [Rec("t", 0, i, None, json.dumps(e).encode())
+                    for i, e in enumerate(events)], now_ms, event_clock=False)
+        assert await store.admit(batch.state, now_ms) == ({"q3", "q4"}, {"a2", "a3"})
+        # a second instance sees the same bounds
+        other = StateStore(store.client, bucket_windows(WINDOWS), store.keys, max_queues=3,
+                           max_agents=2)
+        assert await other.admit(batch.state, now_ms) == ({"q3", "q4"}, {"a2", "a3"})
+    finally:
+        await store.close()
