@@ -24,6 +24,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from ..errors import CallstreamError
 from .batch import AGENTS, StateBatch
 from .keys import KeySpace
+from .outgoing import Outgoing
 
 log = logging.getLogger(__name__)
 Redis = aioredis.Redis | aioredis.RedisCluster
@@ -39,7 +40,7 @@ IDLE_MS = 24 * 3600 * 1000
 #: Buckets outlive their window by this much: events may be up to 5 min in the future.
 BUCKET_TTL_EXTRA_S = 360
 _SCRIPTS = ("apply_queue", "apply_agents", "read_queue", "raise_clock", "admit", "forget",
-            "sweep_queue", "sweep_agents")
+            "sweep_queue", "sweep_agents", "claim_out", "done_out")
 #: How a script says that one row of its batch cannot be applied (see apply_queue.lua).
 _ROW_FAILED = "CSAPPLY "
 
@@ -256,6 +257,25 @@ class StateStore:
         agents = await self._scripts([("sweep_agents", self.keys.agents, cutoff)])
         self._admitted_agents.difference_update(agents[0])
         return idle, [str(a) for a in agents[0]]
+
+    # -- outgoing messages (see publish_once.py) -----------------------------------------
+
+    async def claim_outgoing(self, queue_ids: list[str], channel: str, now_ms: int,
+                             instance: str, claim_ms: int, limit: int) -> list[Outgoing]:
+        """Claim the due messages of a channel on these queues, in one round trip."""
+        if not queue_ids:
+            return []
+        replies = await self._scripts([
+            ("claim_out", self.keys.queue(q), channel, str(now_ms), instance, str(claim_ms),
+             str(limit)) for q in queue_ids])
+        return [Outgoing(q, str(msg_id), str(payload), int(previous) if previous else None)
+                for q, claimed in zip(queue_ids, replies, strict=True)
+                for msg_id, payload, previous in claimed]
+
+    async def confirm_outgoing(self, channel: str, sent: dict[str, list[str]]) -> None:
+        """queue_id -> the msg_ids now on the topic: they leave the outbox."""
+        await self._scripts([("done_out", self.keys.queue(q), channel, *ids)
+                             for q, ids in sent.items()])
 
     # -- reading -------------------------------------------------------------------------
 

@@ -1,0 +1,9 @@
+-- Confirm messages published (see claim_out.lua): they leave the outbox for good.
+-- KEYS[1] the queue's key prefix; ARGV channel, msg_id...
+local prefix, channel = KEYS[1], ARGV[1]
+for i = 2, #ARGV do
+  redis.call('HDEL', prefix .. ':out:' .. channel, ARGV[i])
+  redis.call('ZREM', prefix .. ':due:' .. channel, ARGV[i])
+  redis.call('HDEL', prefix .. ':claim:' .. channel, ARGV[i])
+end
+return #ARGV - 1
