@@ -2,14 +2,16 @@
 --
 -- KEYS[1]  the queue's key prefix, e.g. "cs:{q:sales}" (one hash tag: one Cluster slot)
 -- ARGV[1]  JSON config: {now, sla_ms, short_ms, windows: [[window_s, bucket_s], ...],
---                        leg_ttl_ms, bucket_ttl_extra_s,
+--                        leg_ttl_ms, bucket_ttl_extra_s, facts (keep caller facts?),
 --                        expect: {source -> the last offset this instance applied here}}
--- ARGV[2]  JSON rows: [[source, offset, token, kind, call_id, ts_ms, caller, priority], ...]
+-- ARGV[2]  JSON rows: [[source, offset, token, kind, call_id, ts_ms, caller, priority,
+--                      agent_id], ...]
 --          source: "<topic>:<partition>"; token: the event's dedup token (its id, marked
 --          by the row's role); kind: Q queued, I transfer in, A answered, B abandoned,
 --          C callback accepted, T transfer out, E ended, K callback attempt
 -- Returns a string with one result letter per row: a applied, d duplicate, c conflict,
--- o orphan. Two refusals write nothing at all:
+-- o orphan; then, when any leg with a caller changed, a newline and the JSON list of
+-- those caller facts (below). Two refusals write nothing at all:
 --   "R" .. JSON {source: stored offset}  the stored offsets are behind `expect`: this
 --        Redis lost writes it had acknowledged (a failover, an AOF cut); read them again
 --   error "CSAPPLY <row> <why>"  row <row> (1-based) cannot be applied
@@ -19,8 +21,10 @@
 --
 -- Keys below the prefix (the only place that names them; keys.py names the prefixes):
 --   :offsets  hash source -> last applied offset (redeliveries are skipped exactly)
---   :legs     hash call_id -> "state|queued|decided|answered|caller|priority|hour|tokens"
+--   :legs     hash call_id ->
+--             "state|queued|decided|answered|caller|priority|agent|hour|tokens"
 --             state W waiting, A answered (handle time running), X closed; times in ms;
+--             agent: the agent who answered;
 --             hour: the hour of the last legidx entry; tokens: the dedup tokens of the
 --             events the leg applied, each followed by NUL
 --   :legidx   zset call_id -> a time (ms) at most 1 h before the leg's last touch;
@@ -29,6 +33,10 @@
 --   :w:<window_s>:<bucket> hash figure -> count (bucket = floor(ts_ms / 1000 / bucket_s))
 --   :totals   hash outcome -> count (monotonic, for callstream_calls_total)
 --   :seen     string: the wall time (ms) of the last batch, for forgetting idle queues
+--   :facts    hash token -> JSON [token, what, call_id, ts, caller, wait_ms]: what a leg
+--             with a caller did (queued, answered, abandoned, accepted), kept until the
+--             caller's own keys (another slot) have taken it: an outbox, written here in
+--             the same atomic step as the state it describes
 
 local prefix = KEYS[1]
 local cfg = cjson.decode(ARGV[1])
@@ -50,6 +58,7 @@ local results = {}
 local legs = {}      -- call_id -> leg (false: no leg), read once, written at the end
 local touched = {}   -- call_ids whose leg changed, in order
 local waiting_ops = {}  -- {call_id, ts, or false: it leaves}, in order
+local facts = {}     -- caller facts, in order
 local hour = math.floor(now / 3600000)
 local bucket_seconds = {}
 for _, w in ipairs(cfg.windows) do bucket_seconds[w[1]] = w[2] end
@@ -102,12 +111,18 @@ local function read_leg(call_id)
     legs[call_id] = false
     return nil
   end
-  local st, q, d, a, caller, priority, h, tokens = string.match(raw,
-    '^(%a)|(%-?%d*)|(%-?%d*)|(%-?%d*)|([%d%+]*)|(%-?%d*)|(%d*)|(.*)$')
+  local st, q, d, a, caller, priority, agent, h, tokens = string.match(raw,
+    '^(%a)|(%-?%d*)|(%-?%d*)|(%-?%d*)|(%d*)|(%-?%d*)|([%w_%.:%-]*)|(%d*)|(.*)$')
+  if st == nil then  -- written before legs kept their agent
+    st, q, d, a, caller, priority, h, tokens = string.match(raw,
+      '^(%a)|(%-?%d*)|(%-?%d*)|(%-?%d*)|%+?(%d*)|(%-?%d*)|(%d*)|(.*)$')
+    agent = ''
+  end
   if st == nil then error('unreadable leg record') end
-  leg = {st = st, q = tonumber(q), d = tonumber(d), a = tonumber(a), caller = caller,
-         priority = tonumber(priority), hour = tonumber(h), stored_hour = tonumber(h),
-         tokens = tokens}
+  leg = {st = st, q = tonumber(q), d = tonumber(d), a = tonumber(a), priority = tonumber(priority),
+         hour = tonumber(h), stored_hour = tonumber(h), tokens = tokens}
+  if caller ~= '' then leg.caller = caller end
+  if agent ~= '' then leg.agent = agent end
   legs[call_id] = leg
   return leg
 end
@@ -124,6 +139,13 @@ local function write_leg(call_id, leg, old, token)
   touched[#touched + 1] = call_id
 end
 
+-- What a leg with a caller did, for the caller's journey and callback offers.
+local function fact(token, what, call_id, ts, caller, wait)
+  if cfg.facts and caller ~= nil then
+    facts[#facts + 1] = {token, what, call_id, ts, caller, wait or cjson.null}
+  end
+end
+
 local function stop_waiting(call_id)
   waiting_ops[#waiting_ops + 1] = {call_id, false}
 end
@@ -131,6 +153,7 @@ end
 local function start_visit(call_id, ts, caller, priority, old, token)
   count(ts, 'offered', 1, true)
   write_leg(call_id, {st = 'W', q = ts, caller = caller, priority = priority}, old, token)
+  fact(token, 'queued', call_id, ts, caller, nil)
   waiting_ops[#waiting_ops + 1] = {call_id, ts}
 end
 
@@ -156,7 +179,7 @@ local function end_handle(ts, leg)
   end
 end
 
-local function apply(token, kind, call_id, ts, caller, priority)
+local function apply(token, kind, call_id, ts, caller, priority, agent)
   if type(ts) ~= 'number' or type(call_id) ~= 'string' then error('bad row') end
   local leg = read_leg(call_id)
   if leg ~= nil and has_token(leg, token) then
@@ -177,7 +200,7 @@ local function apply(token, kind, call_id, ts, caller, priority)
     -- A terminal event for a leg never seen: counted without a wait, then closed.
     if kind == 'A' then
       count(ts, 'answered', 1, true)
-      write_leg(call_id, {st = 'A', d = ts, a = ts}, nil, token)
+      write_leg(call_id, {st = 'A', d = ts, a = ts, agent = agent}, nil, token)
     else
       if kind == 'B' then
         abandon(ts, nil)
@@ -200,18 +223,22 @@ local function apply(token, kind, call_id, ts, caller, priority)
       count(ts, 'answered_waited', 1, false)
       count(ts, 'wait_ms', wait, false)
       if wait <= cfg.sla_ms then count(ts, 'answered_in_sla', 1, true) end
-      write_leg(call_id, {st = 'A', q = leg.q, d = ts, a = ts, caller = leg.caller}, leg,
-                token)
+      write_leg(call_id, {st = 'A', q = leg.q, d = ts, a = ts, caller = leg.caller,
+                          priority = leg.priority, agent = agent}, leg, token)
+      fact(token, 'answered', call_id, ts, leg.caller, wait)
       return 'a'
     end
     if kind == 'B' or kind == 'E' then
       abandon(ts, wait)
+      fact(token, 'abandoned', call_id, ts, leg.caller, wait)
     elseif kind == 'C' then
       count(ts, 'callback_accepted', 1, true)
+      fact(token, 'accepted', call_id, ts, leg.caller, wait)
     else -- 'T': an overflow, counted only as transferred out
       count(ts, 'transferred_out', 1, true)
     end
-    write_leg(call_id, {st = 'X', q = leg.q, d = ts, caller = leg.caller}, leg, token)
+    write_leg(call_id, {st = 'X', q = leg.q, d = ts, caller = leg.caller,
+                        priority = leg.priority}, leg, token)
     return 'a'
   end
 
@@ -265,7 +292,9 @@ for i, e in ipairs(rows) do
         or math.abs(priority) > 2147483648) then
       error('bad priority')
     end
-    return apply(e[3], e[4], e[5], e[6], caller, priority)
+    local agent = e[9]
+    if agent == cjson.null then agent = nil end
+    return apply(e[3], e[4], e[5], e[6], caller, priority, agent)
   end)
   if not ok then
     return redis.error_reply('CSAPPLY ' .. i .. ' ' .. tostring(result))
@@ -294,7 +323,7 @@ for _, call_id in ipairs(touched) do
     redis.call('HSET', legs_key, call_id, leg.st .. '|' .. (leg.q and int(leg.q) or '') ..
       '|' .. (leg.d and int(leg.d) or '') .. '|' .. (leg.a and int(leg.a) or '') .. '|' ..
       (leg.caller or '') .. '|' .. (leg.priority and int(leg.priority) or '') .. '|' ..
-      hour .. '|' .. leg.tokens)
+      (leg.agent or '') .. '|' .. hour .. '|' .. leg.tokens)
   end
 end
 
@@ -319,6 +348,9 @@ for outcome, amount in pairs(totals) do
   redis.call('HINCRBY', totals_key, outcome, int(amount))
 end
 redis.call('SET', prefix .. ':seen', int(now))
+for _, f in ipairs(facts) do
+  redis.call('HSET', prefix .. ':facts', f[1], cjson.encode(f))
+end
 
 -- Forget legs idle past the horizon (sweep_queue.lua does it for queues with no batch).
 local stale = redis.call('ZRANGEBYSCORE', legidx_key, '-inf', now - cfg.leg_ttl_ms,
@@ -329,4 +361,7 @@ for _, call_id in ipairs(stale) do
   redis.call('ZREM', legidx_key, call_id)
 end
 
+if #facts > 0 then
+  return table.concat(results) .. '\n' .. cjson.encode(facts)
+end
 return table.concat(results)

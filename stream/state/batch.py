@@ -44,6 +44,26 @@ class Position:
         return f"{self.topic}:{self.partition}:{self.offset}"
 
 
+@dataclass(frozen=True, slots=True)
+class CallerFact:
+    """What a leg with a caller did (contract §2 journeys, §3 missed calls): taken from
+    the queue's outbox by the caller's own keys, and idempotent there by ``token``."""
+
+    queue_id: str
+    token: str
+    what: str  # queued, answered, abandoned, accepted
+    call_id: str
+    ts_ms: int
+    caller: str
+    wait_ms: int | None
+
+    @classmethod
+    def from_json(cls, queue_id: str, raw: list[Any]) -> CallerFact:
+        token, what, call_id, ts, caller, wait = raw
+        return cls(queue_id, token, what, call_id, int(ts), caller,
+                   None if wait is None else int(wait))
+
+
 @dataclass(slots=True)
 class Message:
     """An event of the batch, and where its rows went (its first row gives its result)."""
@@ -64,6 +84,8 @@ class StateBatch:
         self.newest_ts_ms: int | None = None
         #: shard -> the result letters of its applied rows (kept across retries)
         self.letters: dict[str, str] = {}
+        #: what legs with a caller did, in the order the scripts applied them
+        self.caller_facts: list[CallerFact] = []
 
     def add(self, position: Position, event: Event) -> None:
         """Route one valid event; its rows keep the order of the calls to ``add``."""
@@ -80,12 +102,14 @@ class StateBatch:
             return
         caller = event.caller if isinstance(event, CallQueued) else None
         priority = event.priority if isinstance(event, CallQueued) else None
+        agent = getattr(event, "agent_id", None)
         self._row(message, index, event.queue_id, head + [
-            "E" + event.event_id, _KIND[event.type], event.call_id, event.ts, caller, priority])
+            "E" + event.event_id, _KIND[event.type], event.call_id, event.ts, caller, priority,
+            agent])
         if isinstance(event, CallTransferred):
             # Its own token: a transfer back into the same queue opens a new leg there.
             self._row(message, index, event.to_queue_id, head + [
-                "I" + event.event_id, "I", event.call_id, event.ts, None, None])
+                "I" + event.event_id, "I", event.call_id, event.ts, None, None, None])
 
     def _row(self, message: Message, index: int, shard: str, row: list[Any]) -> None:
         rows = self._rows.setdefault(shard, [])

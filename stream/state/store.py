@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, ResponseError
 
 from ..errors import CallstreamError
-from .batch import AGENTS, StateBatch
+from .batch import AGENTS, CallerFact, StateBatch
 from .keys import KeySpace
 from .outgoing import Outgoing
 
@@ -76,11 +76,13 @@ class StateStore:
 
     def __init__(self, client: Redis, windows: list[tuple[int, int]],
                  keys: KeySpace | None = None, max_queues: int = 2000,
-                 max_agents: int = 5000) -> None:
+                 max_agents: int = 5000, caller_facts: bool = False) -> None:
         self.client = client
         self.keys = keys or KeySpace()
         self.windows = windows
         self.max_queues, self.max_agents = max_queues, max_agents
+        #: keep what legs with a caller did in each queue's outbox (journeys, callbacks)
+        self.caller_facts = caller_facts
         self._sources = {name: _script(name) for name in _SCRIPTS}
         self._shas: dict[str, str] = {}
         self._ready_scripts = False
@@ -91,11 +93,11 @@ class StateStore:
 
     @classmethod
     async def connect(cls, url: str, windows: list[tuple[int, int]], keys: KeySpace,
-                      **limits: int) -> StateStore:
+                      **options: Any) -> StateStore:
         """Connect to a Redis server or, when ``url`` names a Cluster node, the Cluster."""
         from ..redis_client import connect_redis
 
-        return cls(await connect_redis(url), windows, keys, **limits)
+        return cls(await connect_redis(url), windows, keys, **options)
 
     @property
     def is_cluster(self) -> bool:
@@ -162,7 +164,10 @@ class StateStore:
                     for source, stored in json.loads(reply[1:]).items():
                         behind[source] = min(behind.get(source, stored), stored)
                 else:
-                    letters[shard] = reply
+                    letters[shard], _, facts = reply.partition("\n")
+                    if facts:
+                        batch.caller_facts.extend(CallerFact.from_json(shard, f)
+                                                  for f in json.loads(facts))
                     for source, offset in batch.highest_offsets(shard).items():
                         key = (shard, source)
                         self._written[key] = max(self._written.get(key, -1), offset)
@@ -189,6 +194,7 @@ class StateStore:
             "now": now_ms, "sla_ms": rule.sla_ms, "short_ms": rule.short_ms,
             "windows": self.windows, "leg_ttl_ms": LEG_TTL_MS,
             "bucket_ttl_extra_s": BUCKET_TTL_EXTRA_S, "expect": expect,
+            "facts": self.caller_facts,
         }
         return ("apply_queue", self.keys.queue(shard), json.dumps(config), rows)
 
@@ -257,6 +263,29 @@ class StateStore:
         agents = await self._scripts([("sweep_agents", self.keys.agents, cutoff)])
         self._admitted_agents.difference_update(agents[0])
         return idle, [str(a) for a in agents[0]]
+
+    # -- caller facts: the queues' outboxes towards the callers' keys ----------------------
+
+    async def pending_caller_facts(self, queue_ids: list[str]) -> list[CallerFact]:
+        """Facts still in the queues' outboxes (a crash between a batch and their relay)."""
+        if not queue_ids:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for q in queue_ids:
+            pipe.hvals(self.keys.queue(q) + ":facts")
+        replies = await pipe.execute()
+        return [CallerFact.from_json(q, json.loads(raw))
+                for q, values in zip(queue_ids, replies, strict=True) for raw in values]
+
+    async def drop_caller_facts(self, facts: list[CallerFact]) -> None:
+        """The callers' keys took these facts: they leave the outboxes."""
+        by_queue: dict[str, list[str]] = {}
+        for fact in facts:
+            by_queue.setdefault(fact.queue_id, []).append(fact.token)
+        pipe = self.client.pipeline(transaction=False)
+        for q, tokens in by_queue.items():
+            pipe.hdel(self.keys.queue(q) + ":facts", *tokens)
+        await pipe.execute()
 
     # -- outgoing messages (see publish_once.py) -----------------------------------------
 
