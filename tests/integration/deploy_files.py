@@ -96,8 +96,10 @@ def dashboard_queries(board: dict[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
-#: `$name`, `${name}`, `${name:format}` and the old `[[name]]`.
-_VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)|\[\[(\w+)\]\]")
+#: `$name`, `${name}`, `${name:format}` and the old `[[name]]` (`$1` in a label_replace
+#: replacement is no variable).
+_NAME = r"[A-Za-z_]\w*"
+_VARIABLE = re.compile(rf"\$\{{({_NAME})(?::\w+)?\}}|\$({_NAME})|\[\[({_NAME})\]\]")
 
 
 def substitute(expr: str, value: Callable[[str], str]) -> str:

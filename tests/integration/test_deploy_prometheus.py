@@ -35,6 +35,7 @@ from deploy_files import (
     recording_rules,
     rule_files,
     substitute,
+    variable_names,
     variables,
 )
 
@@ -384,7 +385,7 @@ async def test_every_dashboard_query_and_rule_returns_data_on_a_live_system(
         queries = dashboard_queries(board)
         assert queries, f"dashboard {board['uid']} has no query"
         for where, expr in queries:
-            unknown = [name for name in re.findall(r"\$\{?(\w+)", expr) if name not in values]
+            unknown = sorted(variable_names(expr) - set(values))
             assert not unknown, f"{where}: unknown variables {unknown}"
             query = on_fresh_prometheus(substitute(expr, values.__getitem__))
             problems += await check(live, where, query)
