@@ -26,21 +26,35 @@ from typing import Any
 
 import pytest
 import redis
+from deploy_files import (
+    COMPOSE,
+    DASHBOARDS_DIR,
+    DEPLOY,
+    PROMETHEUS_CONFIG,
+    ROOT,
+    RULE_TESTS,
+    RULES,
+    alerting_rules,
+    all_panels,
+    dashboard_files,
+    dashboard_queries,
+    load_dashboard,
+    load_yaml,
+    recorded_names,
+    recording_rules,
+    rule_groups,
+    substitute,
+    variables,
+)
 
 from stream.broker import free_port
 from stream.config import QueuePolicy, Settings
 
-ROOT = Path(__file__).resolve().parents[2]
-DEPLOY = ROOT / "deploy"
-PROMETHEUS_CONFIG = DEPLOY / "prometheus" / "prometheus.yml"
-RULES = DEPLOY / "prometheus" / "rules" / "callstream.rules.yml"
-RULE_TESTS = DEPLOY / "prometheus" / "tests" / "callstream.rules.test.yml"
-DASHBOARD = DEPLOY / "grafana" / "dashboards" / "callstream.json"
+DASHBOARD = DASHBOARDS_DIR / "callstream.json"
 GRAFANA_DATASOURCES = DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml"
 GRAFANA_DASHBOARDS = DEPLOY / "grafana" / "provisioning" / "dashboards" / "callstream.yml"
 REDIS_CONF = DEPLOY / "redis" / "redis.conf"
 MOSQUITTO_CONF = DEPLOY / "mosquitto" / "mosquitto.conf"
-COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 
@@ -269,11 +283,19 @@ def selector_problems(selector: Selector, records: set[str]) -> list[str]:
     return problems
 
 
+def made_labels(expr: str) -> set[str]:
+    """Labels a query makes itself: count_values("x", ...), label_replace(v, "x", ...)."""
+    made = re.findall(r'count_values\(\s*"(\w+)"', expr)
+    made += re.findall(r'"(\w+)",\s*"[^"]*",\s*"\w*",\s*"[^"]*"\s*\)', expr)
+    return set(made)
+
+
 def promql_problems(expr: str, records: set[str]) -> list[str]:
     scan = scan_promql(expr)
     problems = [p for s in scan.selectors for p in selector_problems(s, records)]
+    known = KNOWN_LABELS | made_labels(expr)
     problems += [
-        f"unknown grouping label {label!r}" for label in sorted(scan.grouping_labels - KNOWN_LABELS)
+        f"unknown grouping label {label!r}" for label in sorted(scan.grouping_labels - known)
     ]
     return [f"{p} in {expr!r}" for p in problems]
 
@@ -297,6 +319,12 @@ def test_the_promql_scanner_catches_wrong_names_and_labels() -> None:
         == []
     )
     assert promql_problems('job:x:rate5m{job="a"} > 1', {"job:x:rate5m"}) == []
+    assert promql_problems("sum by (hour) (callstream_calls_total)", set())
+    made = (
+        'label_replace(sum(callstream_calls_total) * on () group_left (hour) '
+        'count_values("hour", hour()), "hour", "0$1", "hour", "([0-9])")'
+    )
+    assert promql_problems(made, set()) == []
 
 
 # --- Tools and files ----------------------------------------------------------------------
@@ -317,13 +345,6 @@ def run_tool(*args: str | Path, cwd: Path = ROOT) -> str:
     output = result.stdout + result.stderr
     assert result.returncode == 0, f"{' '.join(map(str, args))} failed:\n{output}"
     return output
-
-
-def load_yaml(path: Path) -> Any:
-    yaml = pytest.importorskip(
-        "yaml", reason="PyYAML is needed to read the YAML deploy files (test extra `pyyaml`)"
-    )
-    return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
 def wait_until_listening(port: int, process: subprocess.Popen[bytes]) -> None:
@@ -355,23 +376,6 @@ def running(args: list[str]) -> Iterator[subprocess.Popen[bytes]]:
 
 
 # --- Prometheus ---------------------------------------------------------------------------
-
-
-def rule_groups() -> list[dict[str, Any]]:
-    groups: list[dict[str, Any]] = load_yaml(RULES)["groups"]
-    return groups
-
-
-def recorded_names() -> set[str]:
-    return {
-        rule["record"] for group in rule_groups() for rule in group["rules"] if "record" in rule
-    }
-
-
-def alerting_rules() -> dict[str, dict[str, Any]]:
-    return {
-        rule["alert"]: rule for group in rule_groups() for rule in group["rules"] if "alert" in rule
-    }
 
 
 def test_prometheus_config_is_valid_and_finds_the_rules(promtool: str) -> None:
@@ -433,13 +437,10 @@ def test_spike_alert_uses_the_policy_defaults() -> None:
     """The rule repeats the contract's default thresholds: fail when config.py's change."""
     policy = QueuePolicy()
     expr = alerting_rules()["CallstreamAbandonmentSpike"]["expr"]
-    expr += "".join(
-        rule["expr"]
-        for group in rule_groups()
-        for rule in group["rules"]
-        if rule.get("record", "").endswith(":window5m")
-    )
+    expr += "".join(rule["expr"] for name, rule in recording_rules().items() if name in expr)
     assert f'window="{policy.alert_window}"' in expr
+    # The baseline: the hour before the alert window.
+    assert f'{{window="1h"}} offset {policy.alert_window})' in expr
     assert f">= {policy.alert_abandon_ratio:g}" in expr
     assert f">= {policy.alert_min_calls}" in expr
     assert f">= {policy.alert_resolve_ratio:g}" in expr
@@ -459,49 +460,37 @@ GRAFANA_BUILTINS = {
 SAMPLE_VALUES = {"queue": "sales", "window": "5m"}
 
 
-def dashboard() -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads(DASHBOARD.read_text(encoding="utf-8"))
-    return loaded
+def dashboards() -> list[dict[str, Any]]:
+    boards = [load_dashboard(path) for path in dashboard_files()]
+    assert boards, f"no dashboard in {DASHBOARDS_DIR}"
+    return boards
 
 
-def all_panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    for panel in panels:
-        yield panel
-        yield from all_panels(panel.get("panels", []))
+def sample_query(board: dict[str, Any], expr: str) -> str:
+    """``expr`` with the dashboard's variables set to sample values."""
+    defined = variables(board)
 
-
-def variables() -> dict[str, dict[str, Any]]:
-    return {v["name"]: v for v in dashboard()["templating"]["list"]}
-
-
-def substitute(expr: str) -> str:
-    defined = variables()
-
-    def value(match: re.Match[str]) -> str:
-        name = match.group(1) or match.group(2)
+    def value(name: str) -> str:
         if name in GRAFANA_BUILTINS:
             return GRAFANA_BUILTINS[name]
-        assert name in defined, f"${name} is not a variable of the dashboard: {expr!r}"
+        assert name in defined, f"${name} is not a variable of {board['uid']}: {expr!r}"
         return SAMPLE_VALUES[name]
 
-    return re.sub(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)", value, expr)
+    return substitute(expr, value)
 
 
-def dashboard_queries() -> list[tuple[str, str]]:
-    """(where, query) for every target of every panel, rows' children included."""
-    return [
-        (f"panel {panel['id']} {panel.get('title')!r} {target['refId']}", target["expr"])
-        for panel in all_panels(dashboard()["panels"])
-        for target in panel.get("targets", [])
-    ]
+def all_queries() -> list[tuple[dict[str, Any], str, str]]:
+    """(dashboard, where, query) for every query of every shipped dashboard."""
+    return [(board, where, expr) for board in dashboards()
+            for where, expr in dashboard_queries(board)]
 
 
 def test_dashboard_queries_parse(promtool: str, tmp_path: Path) -> None:
-    queries = dashboard_queries()
+    queries = all_queries()
     assert queries
     rules = [
-        {"record": f"dashboard:query_{n}", "expr": substitute(expr)}
-        for n, (_, expr) in enumerate(queries)
+        {"record": f"dashboard:query_{n}", "expr": sample_query(board, expr)}
+        for n, (board, _, expr) in enumerate(queries)
     ]
     # JSON is YAML: promtool reads it without a YAML library on our side.
     path = tmp_path / "dashboard.rules.yml"
@@ -513,28 +502,31 @@ def test_dashboard_queries_parse(promtool: str, tmp_path: Path) -> None:
 def test_dashboard_uses_only_contract_metrics_and_labels() -> None:
     problems = [
         f"{where}: {problem}"
-        for where, expr in dashboard_queries()
-        for problem in promql_problems(substitute(expr), set())
+        for board, where, expr in all_queries()
+        for problem in promql_problems(sample_query(board, expr), set())
     ]
-    for panel in all_panels(dashboard()["panels"]):
-        for target in panel.get("targets", []):
-            for label in re.findall(r"\{\{\s*(\w+)\s*\}\}", target.get("legendFormat", "")):
-                if label not in KNOWN_LABELS:
-                    problems.append(f"panel {panel['id']}: legend label {label!r}")
-    for name, variable in variables().items():
-        if variable["type"] != "query":
-            continue
-        match = re.fullmatch(r"label_values\((\w+),\s*(\w+)\)", variable["definition"])
-        assert match, f"variable {name}: {variable['definition']!r}"
-        family, label = match.groups()
-        if label not in FAMILIES.get(family, {}):
-            problems.append(f"variable {name}: {family} has no label {label}")
+    for board in dashboards():
+        for panel in all_panels(board["panels"]):
+            for target in panel.get("targets", []):
+                known = KNOWN_LABELS | made_labels(target["expr"])
+                legend = target.get("legendFormat", "")
+                for label in re.findall(r"\{\{\s*(\w+)\s*\}\}", legend):
+                    if label not in known:
+                        problems.append(f"panel {panel['id']}: legend label {label!r}")
+        for name, variable in variables(board).items():
+            if variable["type"] != "query":
+                continue
+            match = re.fullmatch(r"label_values\((\w+),\s*(\w+)\)", variable["definition"])
+            assert match, f"variable {name}: {variable['definition']!r}"
+            family, label = match.groups()
+            if label not in FAMILIES.get(family, {}):
+                problems.append(f"variable {name}: {family} has no label {label}")
     assert problems == []
 
 
 def test_dashboard_is_a_wallboard_for_the_selected_queues() -> None:
-    board = dashboard()
-    defined = variables()
+    board = load_dashboard(DASHBOARD)
+    defined = variables(board)
     assert defined["queue"]["type"] == "query" and defined["queue"]["multi"]
     assert defined["datasource"]["type"] == "datasource"
     panels = list(all_panels(board["panels"]))
@@ -547,8 +539,8 @@ def test_dashboard_is_a_wallboard_for_the_selected_queues() -> None:
     used: set[str] = set()
     outcomes: set[str] = set()
     queue_filtered = True
-    for _, expr in dashboard_queries():
-        for selector in scan_promql(substitute(expr)).selectors:
+    for _, expr in dashboard_queries(board):
+        for selector in scan_promql(sample_query(board, expr)).selectors:
             used.add(selector.name)
             matchers = {label: value for label, _, value in selector.matchers}
             if selector.name == "callstream_calls_total":
@@ -576,11 +568,34 @@ def test_dashboard_is_a_wallboard_for_the_selected_queues() -> None:
     assert queue_filtered, "every queue panel follows the $queue variable"
 
 
+def test_dashboard_shows_the_high_risk_periods() -> None:
+    """Abandonment by hour of day as a heatmap, and transfers per call, from the counters."""
+    panels = list(all_panels(load_dashboard(DASHBOARD)["panels"]))
+    by_hour = [
+        target["expr"]
+        for panel in panels
+        if panel["type"] == "heatmap"
+        for target in panel["targets"]
+    ]
+    assert any(
+        "callstream_calls_total" in expr and 'outcome="abandoned"' in expr and "hour(" in expr
+        for expr in by_hour
+    ), by_hour
+    transfers = [
+        target["expr"]
+        for panel in panels
+        for target in panel.get("targets", [])
+        if 'outcome="transferred_out"' in target["expr"]
+    ]
+    assert any('outcome="offered"' in expr and "/" in expr for expr in transfers), transfers
+
+
 def test_grafana_provisioning_matches_the_dashboard_and_compose() -> None:
     datasources = load_yaml(GRAFANA_DATASOURCES)["datasources"]
     assert [d["type"] for d in datasources] == ["prometheus"]
     assert datasources[0]["url"] == "http://prometheus:9090"
-    assert variables()["datasource"]["current"]["value"] == datasources[0]["uid"]
+    for board in dashboards():
+        assert variables(board)["datasource"]["current"]["value"] == datasources[0]["uid"]
     provider = load_yaml(GRAFANA_DASHBOARDS)["providers"][0]
     mounts = bind_mounts(load_yaml(COMPOSE)["services"]["grafana"])
     assert mounts[provider["options"]["path"]] == DASHBOARD.parent
