@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 import redis
 from deploy_files import (
+    ALERTMANAGER_CONFIG,
     COMPOSE,
     DASHBOARDS_DIR,
     DEPLOY,
@@ -445,6 +446,68 @@ def test_spike_alert_uses_the_policy_defaults() -> None:
     assert f">= {policy.alert_min_calls}" in expr
     assert f">= {policy.alert_resolve_ratio:g}" in expr
     assert re.search(rf"\b{policy.alert_baseline_factor:g} \* ", expr)
+
+
+# --- Alertmanager -------------------------------------------------------------------------
+
+#: Who hears each kind of alert (deploy/alertmanager/alertmanager.yml's header says why).
+RECEIVER_BY_SEVERITY = {"critical": "on-call", "warning": "operations", "info": "operations"}
+SPIKE_RECEIVER = "supervisors"
+
+
+@pytest.fixture(scope="module")
+def amtool() -> str:
+    path = shutil.which("amtool")
+    if path is None:
+        pytest.skip("amtool not found: install Debian's `prometheus-alertmanager` package")
+    return path
+
+
+def route_receivers(route: dict[str, Any]) -> Iterator[str]:
+    """Every receiver the routing tree names."""
+    if "receiver" in route:
+        yield route["receiver"]
+    for child in route.get("routes", []):
+        yield from route_receivers(child)
+
+
+def test_alertmanager_config_is_valid(amtool: str) -> None:
+    output = run_tool(amtool, "check-config", ALERTMANAGER_CONFIG)
+    assert "SUCCESS" in output
+
+
+def test_alertmanager_routes_each_alert_by_severity(amtool: str) -> None:
+    for name, rule in alerting_rules().items():
+        labels = {"alertname": name, "job": "callstream", **rule["labels"]}
+        if labels.get("kind") == "abandonment_spike":
+            labels["queue"] = "sales"
+            wanted = SPIKE_RECEIVER
+        else:
+            wanted = RECEIVER_BY_SEVERITY[labels["severity"]]
+        run_tool(
+            amtool, "config", "routes", "test", f"--config.file={ALERTMANAGER_CONFIG}",
+            f"--verify.receivers={wanted}", *(f"{k}={v}" for k, v in labels.items()),
+        )
+
+
+def test_alertmanager_receivers_and_compose_agree() -> None:
+    config = load_yaml(ALERTMANAGER_CONFIG)
+    defined = {receiver["name"] for receiver in config["receivers"]}
+    assert set(route_receivers(config["route"])) <= defined
+    assert {SPIKE_RECEIVER, *RECEIVER_BY_SEVERITY.values()} <= defined
+    for receiver in config["receivers"]:
+        for webhook in receiver.get("webhook_configs", []):
+            assert webhook["send_resolved"] is True, receiver["name"]
+    services = load_yaml(COMPOSE)["services"]
+    mounts = bind_mounts(services["alertmanager"])
+    assert mounts["/etc/alertmanager/alertmanager.yml"] == ALERTMANAGER_CONFIG
+    targets = [
+        target
+        for manager in load_yaml(PROMETHEUS_CONFIG)["alerting"]["alertmanagers"]
+        for config in manager["static_configs"]
+        for target in config["targets"]
+    ]
+    assert targets == ["alertmanager:9093"]
 
 
 # --- Grafana ------------------------------------------------------------------------------
