@@ -16,6 +16,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import tomllib
 from collections.abc import Iterator
@@ -754,13 +755,75 @@ def test_mosquitto_starts_with_the_commented_production_settings(tmp_path: Path)
 
 
 def bind_mounts(service: dict[str, Any]) -> dict[str, Path]:
-    """Container path -> host path of a service's ./relative bind mounts."""
+    """Container path -> host path of a service's relative bind mounts (either syntax)."""
     mounts = {}
     for volume in service.get("volumes", []):
-        source, target = volume.split(":")[:2]
-        if source.startswith("./"):
+        if isinstance(volume, dict):
+            source, target = volume.get("source", ""), volume.get("target", "")
+        else:
+            source, target = volume.split(":")[:2]
+        if source.startswith("."):
             mounts[target] = (ROOT / source).resolve()
     return mounts
+
+
+def files_compose_reads(compose: dict[str, Any]) -> dict[str, Path]:
+    """Every file or directory of the repository that the compose file names, by where."""
+    named: dict[str, Path] = {}
+    for name, service in compose["services"].items():
+        for target, source in bind_mounts(service).items():
+            named[f"{name} mounts {target}"] = source
+        env_files = service.get("env_file", [])
+        for env_file in [env_files] if isinstance(env_files, str | dict) else env_files:
+            path = env_file["path"] if isinstance(env_file, dict) else env_file
+            if not (isinstance(env_file, dict) and env_file.get("required") is False):
+                named[f"{name} env_file"] = (ROOT / path).resolve()
+        build = service.get("build")
+        if build is not None:
+            context = ROOT / (build if isinstance(build, str) else build.get("context", "."))
+            named[f"{name} build context"] = context.resolve()
+            dockerfile = "Dockerfile" if isinstance(build, str) else build.get(
+                "dockerfile", "Dockerfile")
+            named[f"{name} Dockerfile"] = (context / dockerfile).resolve()
+    for section in ("configs", "secrets"):
+        for name, item in (compose.get(section) or {}).items():
+            if "file" in item:
+                named[f"{section} {name}"] = (ROOT / item["file"]).resolve()
+    return named
+
+
+def check_compose_schema(path: Path) -> subprocess.CompletedProcess[str]:
+    """check-jsonschema with the Compose specification's published schema (it vendors it)."""
+    pytest.importorskip("check_jsonschema", reason="needs the test extra `check-jsonschema`")
+    return subprocess.run(
+        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec",
+         str(path)],
+        check=False, capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_compose_file_follows_the_compose_specification(tmp_path: Path) -> None:
+    result = check_compose_schema(COMPOSE)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # The check does catch a mistake: a misspelt key of a service.
+    broken = tmp_path / "docker-compose.yml"
+    broken.write_text(
+        COMPOSE.read_text(encoding="utf-8").replace("restart:", "restart_policy:", 1),
+        encoding="utf-8",
+    )
+    result = check_compose_schema(broken)
+    assert result.returncode != 0 and "restart_policy" in result.stdout, result.stdout
+
+
+def test_every_file_compose_reads_is_in_the_repository() -> None:
+    compose = load_yaml(COMPOSE)
+    named = files_compose_reads(compose)
+    assert any("mounts" in where for where in named)
+    missing = {where: str(path) for where, path in named.items() if not path.exists()}
+    assert missing == {}
+    outside = {where: str(path) for where, path in named.items() if ROOT not in path.parents
+               and path != ROOT}
+    assert outside == {}
 
 
 def test_compose_names_the_services() -> None:
@@ -771,13 +834,12 @@ def test_compose_names_the_services() -> None:
         "redis",
         "mosquitto",
         "prometheus",
+        "alertmanager",
         "grafana",
         "callstream",
         "simulator",
     }
     for name, service in services.items():
-        for mounted in bind_mounts(service).values():
-            assert mounted.exists(), f"{name} mounts {mounted}, which does not exist"
         for dependency in service.get("depends_on", {}):
             assert dependency in services, f"{name} depends on unknown {dependency}"
 
