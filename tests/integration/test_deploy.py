@@ -405,6 +405,15 @@ def test_rule_unit_tests_pass(promtool: str) -> None:
     assert "SUCCESS" in output
 
 
+def test_every_alert_has_unit_tests_that_fire_and_stay_quiet() -> None:
+    cases = [case for test in load_yaml(RULE_TESTS)["tests"]
+             for case in test.get("alert_rule_test", [])]
+    for name in alerting_rules():
+        expected = [case["exp_alerts"] for case in cases if case["alertname"] == name]
+        assert any(expected), f"no unit test where {name} fires"
+        assert [] in expected, f"no unit test where {name} stays quiet"
+
+
 def test_rules_use_only_contract_metrics_and_labels() -> None:
     records = recorded_names()
     problems = [
