@@ -6,7 +6,9 @@ calls abandoned in the last five minutes), a transfer, a callback acceptance, ca
 waiting, one bad message, and a trickle of live calls on `support` while Prometheus
 scrapes. Then every query of every panel of every shipped dashboard and every rule goes
 through Prometheus's HTTP API, and each must return data: a misspelt metric, a label that
-does not exist or a panel that stays empty on a live system fails here.
+does not exist or a panel that stays empty on a live system fails here. The spike alert
+must fire, and the shipped Alertmanager config (its webhooks pointed at this test) must
+bring it to the supervisors.
 """
 
 from __future__ import annotations
@@ -18,14 +20,17 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from deploy_files import (
+    ALERTMANAGER_CONFIG,
     PROMETHEUS_CONFIG,
     alerting_rules,
     dashboard_files,
@@ -82,9 +87,11 @@ SCRAPE_SECONDS = 1
 RATE_INTERVAL = f"{4 * SCRAPE_SECONDS}s"
 QUEUES = ("sales", "support")
 
+PROMETHEUS = shutil.which("prometheus") or "prometheus"
+ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager") or ""
 pytestmark = pytest.mark.skipif(
-    shutil.which("prometheus") is None,
-    reason="needs Debian's `prometheus` package (the server; it also provides promtool)",
+    shutil.which("prometheus") is None or not ALERTMANAGER,
+    reason="needs Debian's `prometheus` and `prometheus-alertmanager` packages",
 )
 
 
@@ -178,6 +185,8 @@ async def trickle(settings: Settings, stop: asyncio.Event) -> None:
 class Prometheus:
     url: str
     started: float
+    #: (receiver, Alertmanager's webhook payload) for every notification, in order.
+    notifications: list[tuple[str, dict[str, Any]]]
 
     async def get(self, path: str, **params: str) -> dict[str, Any]:
         async with aiohttp.ClientSession() as session, session.get(
@@ -190,13 +199,13 @@ class Prometheus:
         return await self.get("/api/v1/query", query=expr)
 
 
-def prometheus_config(directory: Path, target: str) -> Path:
+def prometheus_config(directory: Path, target: str, alertmanager: str) -> Path:
     """The shipped prometheus.yml, scraping ``target`` every second with the shipped rules."""
     config = load_yaml(PROMETHEUS_CONFIG)
     interval = f"{SCRAPE_SECONDS}s"
     config["global"] = {"scrape_interval": interval, "evaluation_interval": interval}
     config["rule_files"] = [str(path) for path in rule_files()]
-    config.pop("alerting", None)  # no Alertmanager here; the alerts stay in Prometheus
+    config["alerting"]["alertmanagers"] = [{"static_configs": [{"targets": [alertmanager]}]}]
     job = next(j for j in config["scrape_configs"] if j["job_name"] == "callstream")
     job.update(scrape_interval=interval, scrape_timeout=interval,
                static_configs=[{"targets": [target]}])
@@ -207,13 +216,63 @@ def prometheus_config(directory: Path, target: str) -> Path:
     return path
 
 
+def alertmanager_config(directory: Path, webhooks: str) -> Path:
+    """The shipped alertmanager.yml, every receiver's webhook at ``webhooks``/{receiver}."""
+    config = load_yaml(ALERTMANAGER_CONFIG)
+    for receiver in config["receivers"]:
+        assert receiver.get("webhook_configs"), f"receiver {receiver['name']} has no webhook"
+        for webhook in receiver["webhook_configs"]:
+            webhook["url"] = f"{webhooks}/{receiver['name']}"
+    path = directory / "alertmanager.yml"
+    path.write_text(json.dumps(config), encoding="utf-8")
+    return path
+
+
+@contextmanager
+def server(args: list[str], log: Path) -> Iterator[None]:
+    """A server process for the length of a with block, its output in ``log``."""
+    with log.open("wb") as output:
+        process = subprocess.Popen(args, stdout=output, stderr=subprocess.STDOUT)
+        try:
+            yield
+        finally:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@asynccontextmanager
+async def webhook_sink(notifications: list[tuple[str, dict[str, Any]]]) -> AsyncIterator[str]:
+    """A local HTTP endpoint that keeps what Alertmanager sends; yields its base URL."""
+
+    async def receive(request: web.Request) -> web.Response:
+        notifications.append((request.match_info["receiver"], await request.json()))
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_post("/{receiver}", receive)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
 @pytest.fixture
 async def live(broker: EmbeddedBroker, tmp_path: Path) -> AsyncIterator[Prometheus]:
-    """A processor fed with the scripted stream and a live trickle, and Prometheus on it."""
+    """A processor fed with the scripted stream and a live trickle, Prometheus scraping it
+    with the shipped rules, and the shipped Alertmanager routing its alerts to webhooks."""
     settings = unique_settings(broker.bootstrap)
     await produce(settings, scripted_stream(int(time.time() * 1000)))
     stop = asyncio.Event()
-    async with InProcessProcessor(settings) as processor:
+    notifications: list[tuple[str, dict[str, Any]]] = []
+    async with InProcessProcessor(settings) as processor, webhook_sink(notifications) as sink:
 
         async def spike_applied() -> bool:
             sales = await queue_figures(processor.url, "sales")
@@ -221,29 +280,29 @@ async def live(broker: EmbeddedBroker, tmp_path: Path) -> AsyncIterator[Promethe
 
         await wait_until(spike_applied, timeout=20)
         feeder = asyncio.create_task(trickle(settings, stop))
-        port = free_port()
-        config = prometheus_config(tmp_path, f"127.0.0.1:{settings.http_port}")
-        log = (tmp_path / "prometheus.log").open("wb")
-        server = subprocess.Popen(
-            [
-                shutil.which("prometheus") or "prometheus",
-                f"--config.file={config}",
-                f"--storage.tsdb.path={tmp_path / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=log,
+        port, manager_port = free_port(), free_port()
+        manager = [
+            ALERTMANAGER,
+            f"--config.file={alertmanager_config(tmp_path, sink)}",
+            f"--storage.path={tmp_path / 'alertmanager'}",
+            f"--web.listen-address=127.0.0.1:{manager_port}",
+            "--cluster.listen-address=",  # one instance: no gossip port
+        ]
+        config = prometheus_config(
+            tmp_path, f"127.0.0.1:{settings.http_port}", f"127.0.0.1:{manager_port}"
         )
+        prometheus = [
+            PROMETHEUS,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ]
         try:
-            yield Prometheus(f"http://127.0.0.1:{port}", time.monotonic())
+            with server(manager, tmp_path / "alertmanager.log"), server(
+                prometheus, tmp_path / "prometheus.log"
+            ):
+                yield Prometheus(f"http://127.0.0.1:{port}", time.monotonic(), notifications)
         finally:
-            server.terminate()
-            try:
-                server.wait(10)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
-            log.close()
             stop.set()
             await feeder
 
@@ -403,3 +462,14 @@ async def test_every_dashboard_query_and_rule_returns_data_on_a_live_system(
     spikes = {a["labels"]["queue"]: a["state"] for a in alerts
               if a["labels"]["alertname"] == "CallstreamAbandonmentSpike"}
     assert spikes == {"sales": "firing"}, alerts
+
+    # The shipped Alertmanager config sends the spike to the supervisors, for its queue.
+    async def supervisors_told() -> bool:
+        return any(receiver == "supervisors" for receiver, _ in live.notifications)
+
+    await wait_until(supervisors_told, timeout=15)
+    told = [(receiver, alert["labels"]["alertname"], alert["labels"].get("queue"),
+             alert["status"])
+            for receiver, payload in live.notifications for alert in payload["alerts"]]
+    assert ("supervisors", "CallstreamAbandonmentSpike", "sales", "firing") in told
+    assert {receiver for receiver, *_ in told} == {"supervisors"}, told
