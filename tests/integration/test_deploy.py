@@ -75,6 +75,7 @@ OUTCOMES = frozenset(
     }
 )
 WINDOWS = frozenset({"5m", "15m", "1h"})  # the default CALLSTREAM_WINDOWS
+AGENT_STATES = frozenset({"available", "busy", "wrapup", "away", "offline"})
 EVENT_TYPES = frozenset(
     {
         "call.queued",
@@ -97,10 +98,7 @@ FAMILIES: dict[str, Labels] = {
     "callstream_queue_calls_waiting": QUEUE,
     "callstream_queue_longest_wait_seconds": QUEUE,
     "callstream_queue_ewt_seconds": QUEUE,
-    "callstream_queue_agents": {
-        "queue": None,
-        "state": frozenset({"available", "busy", "wrapup", "away", "offline"}),
-    },
+    "callstream_queue_agents": {"queue": None, "state": AGENT_STATES},
     "callstream_queue_agents_required": QUEUE,
     "callstream_queue_window_calls": {"queue": None, "window": WINDOWS, "outcome": OUTCOMES},
     "callstream_queue_service_level_ratio": WINDOWED,
@@ -124,9 +122,16 @@ FAMILIES: dict[str, Labels] = {
     "callstream_queue_repeat_call_ratio": QUEUE,
     "callstream_queue_recovery_seconds": QUEUE,
     "callstream_lost_callers_total": QUEUE,
+    "callstream_agent_state": {"agent": None, "state": AGENT_STATES},
+    "callstream_agent_state_seconds": {"agent": None},
+    "callstream_agent_answered": {"agent": None, "window": WINDOWS},
+    "callstream_agent_aht_seconds": {"agent": None, "window": WINDOWS},
+    "callstream_agent_occupancy_ratio": {"agent": None, "window": WINDOWS},
     "callstream_events_total": {
         "type": EVENT_TYPES,
-        "result": frozenset({"applied", "duplicate", "conflict", "orphan", "rejected"}),
+        "result": frozenset(
+            {"applied", "duplicate", "conflict", "orphan", "stale", "rejected"}
+        ),
     },
     "callstream_event_delay_seconds": {},
     "callstream_consumer_lag_messages": {"partition": None},
