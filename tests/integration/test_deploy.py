@@ -668,6 +668,69 @@ def test_dashboard_shows_the_high_risk_periods() -> None:
     assert any('outcome="offered"' in expr and "/" in expr for expr in transfers), transfers
 
 
+def panel_query(board: dict[str, Any], kind: str, needle: str) -> str:
+    """The one query of a ``kind`` panel of ``board`` that contains ``needle``."""
+    found = [
+        target["expr"]
+        for panel in all_panels(board["panels"])
+        if panel["type"] == kind
+        for target in panel.get("targets", [])
+        if needle in target["expr"]
+    ]
+    assert len(found) == 1, found
+    return sample_query(board, found[0])
+
+
+def run_expr_test(promtool: str, tmp_path: Path, expr: str, series: dict[str, str],
+                  eval_time: str, expected: dict[str, float]) -> None:
+    """promtool evaluates ``expr`` over ``series`` (one sample a minute from the epoch)."""
+    test = {
+        "rule_files": [],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": [{"series": k, "values": v} for k, v in series.items()],
+            "promql_expr_test": [{
+                "expr": expr,
+                "eval_time": eval_time,
+                "exp_samples": [{"labels": k, "value": v} for k, v in expected.items()],
+            }],
+        }],
+    }
+    path = tmp_path / "expr.test.yml"
+    path.write_text(json.dumps(test), encoding="utf-8")
+    run_tool(promtool, "test", "rules", path)
+
+
+def test_abandonment_heatmap_counts_each_clock_hour(promtool: str, tmp_path: Path) -> None:
+    """Day one from the epoch (UTC): 60 abandons between 09:00 and 10:00, half of them
+    short, exported by two instances. Evaluated at the end of the day, as Grafana does with
+    its one-day step, the 09 row holds 30 and every other hour 0."""
+    expr = panel_query(load_dashboard(DASHBOARD), "heatmap", 'outcome="abandoned"')
+    counter = 'callstream_calls_total{{job="callstream",instance="{}",queue="sales",outcome="{}"}}'
+    abandoned = "0x540 1+1x59 60x900"  # a minute each: +1 a minute from 09:00 to 10:00
+    series = {
+        counter.format("a:8000", "abandoned"): abandoned,
+        counter.format("b:8000", "abandoned"): abandoned,
+        counter.format("a:8000", "short_abandoned"): "0x540 0.5+0.5x59 30x900",
+    }
+    expected = {f'{{hour="{h:02d}"}}': 30.0 if h == 9 else 0.0 for h in range(24)}
+    run_expr_test(promtool, tmp_path, expr, series, "1d", expected)
+
+
+def test_transfers_per_call_divides_transfers_by_offered(promtool: str, tmp_path: Path) -> None:
+    expr = panel_query(load_dashboard(DASHBOARD), "timeseries", 'outcome="transferred_out"')
+    counter = 'callstream_calls_total{{job="callstream",instance="a:8000",queue="{}",outcome="{}"}}'
+    series = {
+        counter.format("sales", "offered"): "0+4x120",
+        counter.format("sales", "transferred_out"): "0+1x120",
+        # Nothing offered in the last hour: no ratio, not a division by zero.
+        counter.format("idle", "offered"): "3x120",
+        counter.format("idle", "transferred_out"): "0x120",
+    }
+    run_expr_test(promtool, tmp_path, expr, series, "2h", {'{queue="sales"}': 0.25})
+
+
 def test_grafana_provisioning_matches_the_dashboard_and_compose() -> None:
     datasources = load_yaml(GRAFANA_DATASOURCES)["datasources"]
     assert [d["type"] for d in datasources] == ["prometheus"]
