@@ -16,6 +16,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import tomllib
 from collections.abc import Iterator
@@ -26,21 +27,36 @@ from typing import Any
 
 import pytest
 import redis
+from deploy_files import (
+    ALERTMANAGER_CONFIG,
+    COMPOSE,
+    DASHBOARDS_DIR,
+    DEPLOY,
+    PROMETHEUS_CONFIG,
+    ROOT,
+    RULE_TESTS,
+    RULES,
+    alerting_rules,
+    all_panels,
+    dashboard_files,
+    dashboard_queries,
+    load_dashboard,
+    load_yaml,
+    recorded_names,
+    recording_rules,
+    rule_groups,
+    substitute,
+    variables,
+)
 
 from stream.broker import free_port
 from stream.config import QueuePolicy, Settings
 
-ROOT = Path(__file__).resolve().parents[2]
-DEPLOY = ROOT / "deploy"
-PROMETHEUS_CONFIG = DEPLOY / "prometheus" / "prometheus.yml"
-RULES = DEPLOY / "prometheus" / "rules" / "callstream.rules.yml"
-RULE_TESTS = DEPLOY / "prometheus" / "tests" / "callstream.rules.test.yml"
-DASHBOARD = DEPLOY / "grafana" / "dashboards" / "callstream.json"
+DASHBOARD = DASHBOARDS_DIR / "callstream.json"
 GRAFANA_DATASOURCES = DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml"
 GRAFANA_DASHBOARDS = DEPLOY / "grafana" / "provisioning" / "dashboards" / "callstream.yml"
 REDIS_CONF = DEPLOY / "redis" / "redis.conf"
 MOSQUITTO_CONF = DEPLOY / "mosquitto" / "mosquitto.conf"
-COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 
@@ -59,6 +75,7 @@ OUTCOMES = frozenset(
     }
 )
 WINDOWS = frozenset({"5m", "15m", "1h"})  # the default CALLSTREAM_WINDOWS
+AGENT_STATES = frozenset({"available", "busy", "wrapup", "away", "offline"})
 EVENT_TYPES = frozenset(
     {
         "call.queued",
@@ -81,10 +98,7 @@ FAMILIES: dict[str, Labels] = {
     "callstream_queue_calls_waiting": QUEUE,
     "callstream_queue_longest_wait_seconds": QUEUE,
     "callstream_queue_ewt_seconds": QUEUE,
-    "callstream_queue_agents": {
-        "queue": None,
-        "state": frozenset({"available", "busy", "wrapup", "away", "offline"}),
-    },
+    "callstream_queue_agents": {"queue": None, "state": AGENT_STATES},
     "callstream_queue_agents_required": QUEUE,
     "callstream_queue_window_calls": {"queue": None, "window": WINDOWS, "outcome": OUTCOMES},
     "callstream_queue_service_level_ratio": WINDOWED,
@@ -108,9 +122,16 @@ FAMILIES: dict[str, Labels] = {
     "callstream_queue_repeat_call_ratio": QUEUE,
     "callstream_queue_recovery_seconds": QUEUE,
     "callstream_lost_callers_total": QUEUE,
+    "callstream_agent_state": {"agent": None, "state": AGENT_STATES},
+    "callstream_agent_state_seconds": {"agent": None},
+    "callstream_agent_answered": {"agent": None, "window": WINDOWS},
+    "callstream_agent_aht_seconds": {"agent": None, "window": WINDOWS},
+    "callstream_agent_occupancy_ratio": {"agent": None, "window": WINDOWS},
     "callstream_events_total": {
         "type": EVENT_TYPES,
-        "result": frozenset({"applied", "duplicate", "conflict", "orphan", "rejected"}),
+        "result": frozenset(
+            {"applied", "duplicate", "conflict", "orphan", "stale", "rejected"}
+        ),
     },
     "callstream_event_delay_seconds": {},
     "callstream_consumer_lag_messages": {"partition": None},
@@ -269,11 +290,19 @@ def selector_problems(selector: Selector, records: set[str]) -> list[str]:
     return problems
 
 
+def made_labels(expr: str) -> set[str]:
+    """Labels a query makes itself: count_values("x", ...), label_replace(v, "x", ...)."""
+    made = re.findall(r'count_values\(\s*"(\w+)"', expr)
+    made += re.findall(r'"(\w+)",\s*"[^"]*",\s*"\w*",\s*"[^"]*"\s*\)', expr)
+    return set(made)
+
+
 def promql_problems(expr: str, records: set[str]) -> list[str]:
     scan = scan_promql(expr)
     problems = [p for s in scan.selectors for p in selector_problems(s, records)]
+    known = KNOWN_LABELS | made_labels(expr)
     problems += [
-        f"unknown grouping label {label!r}" for label in sorted(scan.grouping_labels - KNOWN_LABELS)
+        f"unknown grouping label {label!r}" for label in sorted(scan.grouping_labels - known)
     ]
     return [f"{p} in {expr!r}" for p in problems]
 
@@ -297,6 +326,12 @@ def test_the_promql_scanner_catches_wrong_names_and_labels() -> None:
         == []
     )
     assert promql_problems('job:x:rate5m{job="a"} > 1', {"job:x:rate5m"}) == []
+    assert promql_problems("sum by (hour) (callstream_calls_total)", set())
+    made = (
+        'label_replace(sum(callstream_calls_total) * on () group_left (hour) '
+        'count_values("hour", hour()), "hour", "0$1", "hour", "([0-9])")'
+    )
+    assert promql_problems(made, set()) == []
 
 
 # --- Tools and files ----------------------------------------------------------------------
@@ -317,13 +352,6 @@ def run_tool(*args: str | Path, cwd: Path = ROOT) -> str:
     output = result.stdout + result.stderr
     assert result.returncode == 0, f"{' '.join(map(str, args))} failed:\n{output}"
     return output
-
-
-def load_yaml(path: Path) -> Any:
-    yaml = pytest.importorskip(
-        "yaml", reason="PyYAML is needed to read the YAML deploy files (test extra `pyyaml`)"
-    )
-    return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
 def wait_until_listening(port: int, process: subprocess.Popen[bytes]) -> None:
@@ -357,23 +385,6 @@ def running(args: list[str]) -> Iterator[subprocess.Popen[bytes]]:
 # --- Prometheus ---------------------------------------------------------------------------
 
 
-def rule_groups() -> list[dict[str, Any]]:
-    groups: list[dict[str, Any]] = load_yaml(RULES)["groups"]
-    return groups
-
-
-def recorded_names() -> set[str]:
-    return {
-        rule["record"] for group in rule_groups() for rule in group["rules"] if "record" in rule
-    }
-
-
-def alerting_rules() -> dict[str, dict[str, Any]]:
-    return {
-        rule["alert"]: rule for group in rule_groups() for rule in group["rules"] if "alert" in rule
-    }
-
-
 def test_prometheus_config_is_valid_and_finds_the_rules(promtool: str) -> None:
     output = run_tool(promtool, "check", "config", PROMETHEUS_CONFIG)
     assert "1 rule files found" in output, output
@@ -397,6 +408,15 @@ def test_rules_are_valid(promtool: str) -> None:
 def test_rule_unit_tests_pass(promtool: str) -> None:
     output = run_tool(promtool, "test", "rules", RULE_TESTS)
     assert "SUCCESS" in output
+
+
+def test_every_alert_has_unit_tests_that_fire_and_stay_quiet() -> None:
+    cases = [case for test in load_yaml(RULE_TESTS)["tests"]
+             for case in test.get("alert_rule_test", [])]
+    for name in alerting_rules():
+        expected = [case["exp_alerts"] for case in cases if case["alertname"] == name]
+        assert any(expected), f"no unit test where {name} fires"
+        assert [] in expected, f"no unit test where {name} stays quiet"
 
 
 def test_rules_use_only_contract_metrics_and_labels() -> None:
@@ -433,17 +453,76 @@ def test_spike_alert_uses_the_policy_defaults() -> None:
     """The rule repeats the contract's default thresholds: fail when config.py's change."""
     policy = QueuePolicy()
     expr = alerting_rules()["CallstreamAbandonmentSpike"]["expr"]
-    expr += "".join(
-        rule["expr"]
-        for group in rule_groups()
-        for rule in group["rules"]
-        if rule.get("record", "").endswith(":window5m")
-    )
+    expr += "".join(rule["expr"] for name, rule in recording_rules().items() if name in expr)
     assert f'window="{policy.alert_window}"' in expr
+    # The baseline: the hour before the alert window.
+    assert f'{{window="1h"}} offset {policy.alert_window})' in expr
     assert f">= {policy.alert_abandon_ratio:g}" in expr
     assert f">= {policy.alert_min_calls}" in expr
     assert f">= {policy.alert_resolve_ratio:g}" in expr
     assert re.search(rf"\b{policy.alert_baseline_factor:g} \* ", expr)
+
+
+# --- Alertmanager -------------------------------------------------------------------------
+
+#: Who hears each kind of alert (deploy/alertmanager/alertmanager.yml's header says why).
+RECEIVER_BY_SEVERITY = {"critical": "on-call", "warning": "operations", "info": "operations"}
+SPIKE_RECEIVER = "supervisors"
+
+
+@pytest.fixture(scope="module")
+def amtool() -> str:
+    path = shutil.which("amtool")
+    if path is None:
+        pytest.skip("amtool not found: install Debian's `prometheus-alertmanager` package")
+    return path
+
+
+def route_receivers(route: dict[str, Any]) -> Iterator[str]:
+    """Every receiver the routing tree names."""
+    if "receiver" in route:
+        yield route["receiver"]
+    for child in route.get("routes", []):
+        yield from route_receivers(child)
+
+
+def test_alertmanager_config_is_valid(amtool: str) -> None:
+    output = run_tool(amtool, "check-config", ALERTMANAGER_CONFIG)
+    assert "SUCCESS" in output
+
+
+def test_alertmanager_routes_each_alert_by_severity(amtool: str) -> None:
+    for name, rule in alerting_rules().items():
+        labels = {"alertname": name, "job": "callstream", **rule["labels"]}
+        if labels.get("kind") == "abandonment_spike":
+            labels["queue"] = "sales"
+            wanted = SPIKE_RECEIVER
+        else:
+            wanted = RECEIVER_BY_SEVERITY[labels["severity"]]
+        run_tool(
+            amtool, "config", "routes", "test", f"--config.file={ALERTMANAGER_CONFIG}",
+            f"--verify.receivers={wanted}", *(f"{k}={v}" for k, v in labels.items()),
+        )
+
+
+def test_alertmanager_receivers_and_compose_agree() -> None:
+    config = load_yaml(ALERTMANAGER_CONFIG)
+    defined = {receiver["name"] for receiver in config["receivers"]}
+    assert set(route_receivers(config["route"])) <= defined
+    assert {SPIKE_RECEIVER, *RECEIVER_BY_SEVERITY.values()} <= defined
+    for receiver in config["receivers"]:
+        for webhook in receiver.get("webhook_configs", []):
+            assert webhook["send_resolved"] is True, receiver["name"]
+    services = load_yaml(COMPOSE)["services"]
+    mounts = bind_mounts(services["alertmanager"])
+    assert mounts["/etc/alertmanager/alertmanager.yml"] == ALERTMANAGER_CONFIG
+    targets = [
+        target
+        for manager in load_yaml(PROMETHEUS_CONFIG)["alerting"]["alertmanagers"]
+        for config in manager["static_configs"]
+        for target in config["targets"]
+    ]
+    assert targets == ["alertmanager:9093"]
 
 
 # --- Grafana ------------------------------------------------------------------------------
@@ -459,49 +538,37 @@ GRAFANA_BUILTINS = {
 SAMPLE_VALUES = {"queue": "sales", "window": "5m"}
 
 
-def dashboard() -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads(DASHBOARD.read_text(encoding="utf-8"))
-    return loaded
+def dashboards() -> list[dict[str, Any]]:
+    boards = [load_dashboard(path) for path in dashboard_files()]
+    assert boards, f"no dashboard in {DASHBOARDS_DIR}"
+    return boards
 
 
-def all_panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    for panel in panels:
-        yield panel
-        yield from all_panels(panel.get("panels", []))
+def sample_query(board: dict[str, Any], expr: str) -> str:
+    """``expr`` with the dashboard's variables set to sample values."""
+    defined = variables(board)
 
-
-def variables() -> dict[str, dict[str, Any]]:
-    return {v["name"]: v for v in dashboard()["templating"]["list"]}
-
-
-def substitute(expr: str) -> str:
-    defined = variables()
-
-    def value(match: re.Match[str]) -> str:
-        name = match.group(1) or match.group(2)
+    def value(name: str) -> str:
         if name in GRAFANA_BUILTINS:
             return GRAFANA_BUILTINS[name]
-        assert name in defined, f"${name} is not a variable of the dashboard: {expr!r}"
+        assert name in defined, f"${name} is not a variable of {board['uid']}: {expr!r}"
         return SAMPLE_VALUES[name]
 
-    return re.sub(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)", value, expr)
+    return substitute(expr, value)
 
 
-def dashboard_queries() -> list[tuple[str, str]]:
-    """(where, query) for every target of every panel, rows' children included."""
-    return [
-        (f"panel {panel['id']} {panel.get('title')!r} {target['refId']}", target["expr"])
-        for panel in all_panels(dashboard()["panels"])
-        for target in panel.get("targets", [])
-    ]
+def all_queries() -> list[tuple[dict[str, Any], str, str]]:
+    """(dashboard, where, query) for every query of every shipped dashboard."""
+    return [(board, where, expr) for board in dashboards()
+            for where, expr in dashboard_queries(board)]
 
 
 def test_dashboard_queries_parse(promtool: str, tmp_path: Path) -> None:
-    queries = dashboard_queries()
+    queries = all_queries()
     assert queries
     rules = [
-        {"record": f"dashboard:query_{n}", "expr": substitute(expr)}
-        for n, (_, expr) in enumerate(queries)
+        {"record": f"dashboard:query_{n}", "expr": sample_query(board, expr)}
+        for n, (board, _, expr) in enumerate(queries)
     ]
     # JSON is YAML: promtool reads it without a YAML library on our side.
     path = tmp_path / "dashboard.rules.yml"
@@ -513,28 +580,31 @@ def test_dashboard_queries_parse(promtool: str, tmp_path: Path) -> None:
 def test_dashboard_uses_only_contract_metrics_and_labels() -> None:
     problems = [
         f"{where}: {problem}"
-        for where, expr in dashboard_queries()
-        for problem in promql_problems(substitute(expr), set())
+        for board, where, expr in all_queries()
+        for problem in promql_problems(sample_query(board, expr), set())
     ]
-    for panel in all_panels(dashboard()["panels"]):
-        for target in panel.get("targets", []):
-            for label in re.findall(r"\{\{\s*(\w+)\s*\}\}", target.get("legendFormat", "")):
-                if label not in KNOWN_LABELS:
-                    problems.append(f"panel {panel['id']}: legend label {label!r}")
-    for name, variable in variables().items():
-        if variable["type"] != "query":
-            continue
-        match = re.fullmatch(r"label_values\((\w+),\s*(\w+)\)", variable["definition"])
-        assert match, f"variable {name}: {variable['definition']!r}"
-        family, label = match.groups()
-        if label not in FAMILIES.get(family, {}):
-            problems.append(f"variable {name}: {family} has no label {label}")
+    for board in dashboards():
+        for panel in all_panels(board["panels"]):
+            for target in panel.get("targets", []):
+                known = KNOWN_LABELS | made_labels(target["expr"])
+                legend = target.get("legendFormat", "")
+                for label in re.findall(r"\{\{\s*(\w+)\s*\}\}", legend):
+                    if label not in known:
+                        problems.append(f"panel {panel['id']}: legend label {label!r}")
+        for name, variable in variables(board).items():
+            if variable["type"] != "query":
+                continue
+            match = re.fullmatch(r"label_values\((\w+),\s*(\w+)\)", variable["definition"])
+            assert match, f"variable {name}: {variable['definition']!r}"
+            family, label = match.groups()
+            if label not in FAMILIES.get(family, {}):
+                problems.append(f"variable {name}: {family} has no label {label}")
     assert problems == []
 
 
 def test_dashboard_is_a_wallboard_for_the_selected_queues() -> None:
-    board = dashboard()
-    defined = variables()
+    board = load_dashboard(DASHBOARD)
+    defined = variables(board)
     assert defined["queue"]["type"] == "query" and defined["queue"]["multi"]
     assert defined["datasource"]["type"] == "datasource"
     panels = list(all_panels(board["panels"]))
@@ -547,8 +617,8 @@ def test_dashboard_is_a_wallboard_for_the_selected_queues() -> None:
     used: set[str] = set()
     outcomes: set[str] = set()
     queue_filtered = True
-    for _, expr in dashboard_queries():
-        for selector in scan_promql(substitute(expr)).selectors:
+    for _, expr in dashboard_queries(board):
+        for selector in scan_promql(sample_query(board, expr)).selectors:
             used.add(selector.name)
             matchers = {label: value for label, _, value in selector.matchers}
             if selector.name == "callstream_calls_total":
@@ -576,11 +646,97 @@ def test_dashboard_is_a_wallboard_for_the_selected_queues() -> None:
     assert queue_filtered, "every queue panel follows the $queue variable"
 
 
+def test_dashboard_shows_the_high_risk_periods() -> None:
+    """Abandonment by hour of day as a heatmap, and transfers per call, from the counters."""
+    panels = list(all_panels(load_dashboard(DASHBOARD)["panels"]))
+    by_hour = [
+        target["expr"]
+        for panel in panels
+        if panel["type"] == "heatmap"
+        for target in panel["targets"]
+    ]
+    assert any(
+        "callstream_calls_total" in expr and 'outcome="abandoned"' in expr and "hour(" in expr
+        for expr in by_hour
+    ), by_hour
+    transfers = [
+        target["expr"]
+        for panel in panels
+        for target in panel.get("targets", [])
+        if 'outcome="transferred_out"' in target["expr"]
+    ]
+    assert any('outcome="offered"' in expr and "/" in expr for expr in transfers), transfers
+
+
+def panel_query(board: dict[str, Any], kind: str, needle: str) -> str:
+    """The one query of a ``kind`` panel of ``board`` that contains ``needle``."""
+    found = [
+        target["expr"]
+        for panel in all_panels(board["panels"])
+        if panel["type"] == kind
+        for target in panel.get("targets", [])
+        if needle in target["expr"]
+    ]
+    assert len(found) == 1, found
+    return sample_query(board, found[0])
+
+
+def run_expr_test(promtool: str, tmp_path: Path, expr: str, series: dict[str, str],
+                  eval_time: str, expected: dict[str, float]) -> None:
+    """promtool evaluates ``expr`` over ``series`` (one sample a minute from the epoch)."""
+    test = {
+        "rule_files": [],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": [{"series": k, "values": v} for k, v in series.items()],
+            "promql_expr_test": [{
+                "expr": expr,
+                "eval_time": eval_time,
+                "exp_samples": [{"labels": k, "value": v} for k, v in expected.items()],
+            }],
+        }],
+    }
+    path = tmp_path / "expr.test.yml"
+    path.write_text(json.dumps(test), encoding="utf-8")
+    run_tool(promtool, "test", "rules", path)
+
+
+def test_abandonment_heatmap_counts_each_clock_hour(promtool: str, tmp_path: Path) -> None:
+    """Day one from the epoch (UTC): 60 abandons between 09:00 and 10:00, half of them
+    short, exported by two instances. Evaluated at the end of the day, as Grafana does with
+    its one-day step, the 09 row holds 30 and every other hour 0."""
+    expr = panel_query(load_dashboard(DASHBOARD), "heatmap", 'outcome="abandoned"')
+    counter = 'callstream_calls_total{{job="callstream",instance="{}",queue="sales",outcome="{}"}}'
+    abandoned = "0x540 1+1x59 60x900"  # a minute each: +1 a minute from 09:00 to 10:00
+    series = {
+        counter.format("a:8000", "abandoned"): abandoned,
+        counter.format("b:8000", "abandoned"): abandoned,
+        counter.format("a:8000", "short_abandoned"): "0x540 0.5+0.5x59 30x900",
+    }
+    expected = {f'{{hour="{h:02d}"}}': 30.0 if h == 9 else 0.0 for h in range(24)}
+    run_expr_test(promtool, tmp_path, expr, series, "1d", expected)
+
+
+def test_transfers_per_call_divides_transfers_by_offered(promtool: str, tmp_path: Path) -> None:
+    expr = panel_query(load_dashboard(DASHBOARD), "timeseries", 'outcome="transferred_out"')
+    counter = 'callstream_calls_total{{job="callstream",instance="a:8000",queue="{}",outcome="{}"}}'
+    series = {
+        counter.format("sales", "offered"): "0+4x120",
+        counter.format("sales", "transferred_out"): "0+1x120",
+        # Nothing offered in the last hour: no ratio, not a division by zero.
+        counter.format("idle", "offered"): "3x120",
+        counter.format("idle", "transferred_out"): "0x120",
+    }
+    run_expr_test(promtool, tmp_path, expr, series, "2h", {'{queue="sales"}': 0.25})
+
+
 def test_grafana_provisioning_matches_the_dashboard_and_compose() -> None:
     datasources = load_yaml(GRAFANA_DATASOURCES)["datasources"]
     assert [d["type"] for d in datasources] == ["prometheus"]
     assert datasources[0]["url"] == "http://prometheus:9090"
-    assert variables()["datasource"]["current"]["value"] == datasources[0]["uid"]
+    for board in dashboards():
+        assert variables(board)["datasource"]["current"]["value"] == datasources[0]["uid"]
     provider = load_yaml(GRAFANA_DASHBOARDS)["providers"][0]
     mounts = bind_mounts(load_yaml(COMPOSE)["services"]["grafana"])
     assert mounts[provider["options"]["path"]] == DASHBOARD.parent
@@ -676,13 +832,75 @@ def test_mosquitto_starts_with_the_commented_production_settings(tmp_path: Path)
 
 
 def bind_mounts(service: dict[str, Any]) -> dict[str, Path]:
-    """Container path -> host path of a service's ./relative bind mounts."""
+    """Container path -> host path of a service's relative bind mounts (either syntax)."""
     mounts = {}
     for volume in service.get("volumes", []):
-        source, target = volume.split(":")[:2]
-        if source.startswith("./"):
+        if isinstance(volume, dict):
+            source, target = volume.get("source", ""), volume.get("target", "")
+        else:
+            source, target = volume.split(":")[:2]
+        if source.startswith("."):
             mounts[target] = (ROOT / source).resolve()
     return mounts
+
+
+def files_compose_reads(compose: dict[str, Any]) -> dict[str, Path]:
+    """Every file or directory of the repository that the compose file names, by where."""
+    named: dict[str, Path] = {}
+    for name, service in compose["services"].items():
+        for target, source in bind_mounts(service).items():
+            named[f"{name} mounts {target}"] = source
+        env_files = service.get("env_file", [])
+        for env_file in [env_files] if isinstance(env_files, str | dict) else env_files:
+            path = env_file["path"] if isinstance(env_file, dict) else env_file
+            if not (isinstance(env_file, dict) and env_file.get("required") is False):
+                named[f"{name} env_file"] = (ROOT / path).resolve()
+        build = service.get("build")
+        if build is not None:
+            context = ROOT / (build if isinstance(build, str) else build.get("context", "."))
+            named[f"{name} build context"] = context.resolve()
+            dockerfile = "Dockerfile" if isinstance(build, str) else build.get(
+                "dockerfile", "Dockerfile")
+            named[f"{name} Dockerfile"] = (context / dockerfile).resolve()
+    for section in ("configs", "secrets"):
+        for name, item in (compose.get(section) or {}).items():
+            if "file" in item:
+                named[f"{section} {name}"] = (ROOT / item["file"]).resolve()
+    return named
+
+
+def check_compose_schema(path: Path) -> subprocess.CompletedProcess[str]:
+    """check-jsonschema with the Compose specification's published schema (it vendors it)."""
+    pytest.importorskip("check_jsonschema", reason="needs the test extra `check-jsonschema`")
+    return subprocess.run(
+        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec",
+         str(path)],
+        check=False, capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_compose_file_follows_the_compose_specification(tmp_path: Path) -> None:
+    result = check_compose_schema(COMPOSE)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # The check does catch a mistake: a misspelt key of a service.
+    broken = tmp_path / "docker-compose.yml"
+    broken.write_text(
+        COMPOSE.read_text(encoding="utf-8").replace("restart:", "restart_policy:", 1),
+        encoding="utf-8",
+    )
+    result = check_compose_schema(broken)
+    assert result.returncode != 0 and "restart_policy" in result.stdout, result.stdout
+
+
+def test_every_file_compose_reads_is_in_the_repository() -> None:
+    compose = load_yaml(COMPOSE)
+    named = files_compose_reads(compose)
+    assert any("mounts" in where for where in named)
+    missing = {where: str(path) for where, path in named.items() if not path.exists()}
+    assert missing == {}
+    outside = {where: str(path) for where, path in named.items() if ROOT not in path.parents
+               and path != ROOT}
+    assert outside == {}
 
 
 def test_compose_names_the_services() -> None:
@@ -693,13 +911,12 @@ def test_compose_names_the_services() -> None:
         "redis",
         "mosquitto",
         "prometheus",
+        "alertmanager",
         "grafana",
         "callstream",
         "simulator",
     }
     for name, service in services.items():
-        for mounted in bind_mounts(service).values():
-            assert mounted.exists(), f"{name} mounts {mounted}, which does not exist"
         for dependency in service.get("depends_on", {}):
             assert dependency in services, f"{name} depends on unknown {dependency}"
 
