@@ -3,8 +3,10 @@
 1. admit the batch's new queues and agents under their bounds (refused: dead letters);
 2. copy the dead letters to the DLQ and wait for the broker's acknowledgement;
 3. apply the batch to the state (a message the state cannot take is dead-lettered first);
-4. record in Redis the batch's last offsets and the last dead-lettered ones;
-5. commit the offsets to Kafka.
+4. hand what legs with a caller did to the callers' keys (journeys, missed-call offers),
+   then take it out of the queues' outboxes;
+5. record in Redis the batch's last offsets and the last dead-lettered ones;
+6. commit the offsets to Kafka.
 
 Every step can be run again after a failure: the state skips what it applied, and a
 dead letter already sent (by this instance, or as Redis recorded it) is not sent again.
@@ -17,19 +19,27 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from .batching import DeadLetter, PreparedBatch
 from .outage import Outage
+from .state.batch import CallerFact
 from .state.store import QueueRules, StateStore
 
 log = logging.getLogger(__name__)
 #: A dead letter the broker refuses for good (too large) is sent as its first bytes.
 TRUNCATED_BYTES = 64 * 1024
+
+
+class FactHandler(Protocol):
+    """Takes caller facts into the callers' own keys, idempotently by each fact's token:
+    the same fact may come again (a retry, a relay of leftovers after a crash)."""
+
+    async def take(self, facts: list[CallerFact], now_ms: int) -> None: ...
 
 
 class Stopped(Exception):
@@ -41,12 +51,14 @@ class Checkpoint:
 
     def __init__(self, topic: str, dlq_topic: str, store: StateStore,
                  producer: AIOKafkaProducer, kafka_outage: Outage,
-                 commit: Callable[[dict[int, int]], Awaitable[None]]) -> None:
+                 commit: Callable[[dict[int, int]], Awaitable[None]],
+                 handlers: Sequence[FactHandler] = ()) -> None:
         self.topic, self.dlq_topic = topic, dlq_topic
         self.store = store
         self.producer = producer
         self.kafka_outage = kafka_outage
         self._commit = commit
+        self.handlers = list(handlers)
         #: partition -> last offset copied to the DLQ (from Redis, then this instance's)
         self.dead_lettered: dict[int, int] = {}
 
@@ -70,6 +82,7 @@ class Checkpoint:
                 await self._send(letters, stop)
 
         results = await self.store.apply(batch.state, rules, now_ms, on_failed)
+        await relay(self.store, self.handlers, batch.state.caller_facts, now_ms)
         sent = {p: o for p, o in self.dead_lettered.items()
                 if any(d.record.partition == p for d in batch.dead_letters)}
         await self.store.save_positions(self.topic, batch.last_offsets, sent,
@@ -77,7 +90,7 @@ class Checkpoint:
         return results
 
     async def commit(self, batch: PreparedBatch) -> None:
-        """Step 5, once the state holds the batch: Kafka's committed offsets."""
+        """Step 6, once the state holds the batch: Kafka's committed offsets."""
         await self._commit({p: o + 1 for p, o in batch.last_offsets.items()})
 
     async def _send(self, letters: list[DeadLetter], stop: asyncio.Event) -> None:
@@ -135,3 +148,13 @@ class Checkpoint:
                                  [("callstream-truncated", str(size).encode())])
         except KafkaError as exc:
             log.error("dead letter %s could not be sent at all (%s)", dead.source, exc)
+
+
+async def relay(store: StateStore, handlers: Sequence[FactHandler], facts: list[CallerFact],
+                now_ms: int) -> None:
+    """Hand caller facts to every handler, then take them out of the queues' outboxes."""
+    if not facts:
+        return
+    for handler in handlers:
+        await handler.take(facts, now_ms)
+    await store.drop_caller_facts(facts)

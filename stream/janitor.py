@@ -10,9 +10,11 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 
 from redis.exceptions import RedisError
 
+from .checkpoint import FactHandler, relay
 from .state.store import StateStore
 
 log = logging.getLogger(__name__)
@@ -20,15 +22,21 @@ SWEEP_SECONDS = 60.0
 
 
 async def sweep_forever(store: StateStore, stop: asyncio.Event,
+                        handlers: Sequence[FactHandler] = (),
                         every: float = SWEEP_SECONDS) -> None:
-    """Sweep every ``every`` seconds until ``stop`` is set."""
+    """Sweep every ``every`` seconds until ``stop`` is set; relay the caller facts a crash
+    left in the queues' outboxes."""
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), every)
         if stop.is_set():
             return
         try:
-            queues, agents = await store.sweep(int(time.time() * 1000))
+            now_ms = int(time.time() * 1000)
+            if handlers:
+                leftover = await store.pending_caller_facts(await store.queue_ids())
+                await relay(store, handlers, leftover, now_ms)
+            queues, agents = await store.sweep(now_ms)
         except (RedisError, OSError):
             continue  # the consumer and the refresher report Redis outages
         if queues or agents:
