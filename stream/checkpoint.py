@@ -4,7 +4,7 @@
 2. copy the dead letters to the DLQ and wait for the broker's acknowledgement;
 3. apply the batch to the state (a message the state cannot take is dead-lettered first);
 4. hand what legs with a caller did to the callers' keys (journeys, missed-call offers),
-   then take it out of the queues' outboxes;
+   then take it out of the queues' outboxes; then the batch hooks (callback attempts);
 5. record in Redis the batch's last offsets and the last dead-lettered ones;
 6. commit the offsets to Kafka.
 
@@ -27,7 +27,7 @@ from aiokafka.errors import KafkaError
 
 from .batching import DeadLetter, PreparedBatch
 from .outage import Outage
-from .state.batch import CallerFact
+from .state.batch import CallerFact, StateBatch
 from .state.store import QueueRules, StateStore
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,13 @@ class FactHandler(Protocol):
     async def take(self, facts: list[CallerFact], now_ms: int) -> None: ...
 
 
+class BatchHook(Protocol):
+    """Acts on a batch's events once the state holds them; runs on every delivery of the
+    batch (a redelivery too), so it must be idempotent per event."""
+
+    async def after_apply(self, batch: StateBatch, now_ms: int) -> None: ...
+
+
 class Stopped(Exception):
     """``stop`` was set while a step waited on Kafka: the batch is left uncommitted."""
 
@@ -52,13 +59,15 @@ class Checkpoint:
     def __init__(self, topic: str, dlq_topic: str, store: StateStore,
                  producer: AIOKafkaProducer, kafka_outage: Outage,
                  commit: Callable[[dict[int, int]], Awaitable[None]],
-                 handlers: Sequence[FactHandler] = ()) -> None:
+                 handlers: Sequence[FactHandler] = (), hooks: Sequence[BatchHook] = ()
+                 ) -> None:
         self.topic, self.dlq_topic = topic, dlq_topic
         self.store = store
         self.producer = producer
         self.kafka_outage = kafka_outage
         self._commit = commit
         self.handlers = list(handlers)
+        self.hooks = list(hooks)
         #: partition -> last offset copied to the DLQ (from Redis, then this instance's)
         self.dead_lettered: dict[int, int] = {}
 
@@ -83,6 +92,8 @@ class Checkpoint:
 
         results = await self.store.apply(batch.state, rules, now_ms, on_failed)
         await relay(self.store, self.handlers, batch.state.caller_facts, now_ms)
+        for hook in self.hooks:
+            await hook.after_apply(batch.state, now_ms)
         sent = {p: o for p, o in self.dead_lettered.items()
                 if any(d.record.partition == p for d in batch.dead_letters)}
         await self.store.save_positions(self.topic, batch.last_offsets, sent,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +23,7 @@ from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
 from .batching import PreparedBatch, add
-from .checkpoint import Checkpoint, Stopped
+from .checkpoint import BatchHook, Checkpoint, FactHandler, Stopped
 from .config import Policy, Settings
 from .kafka_io import client_options, end_offsets, make_producer
 from .metrics import PipelineMetrics
@@ -57,7 +58,9 @@ class Consumer:
     """Consumes the events topic into the state store, exactly once per event."""
 
     def __init__(self, settings: Settings, policy: Policy, store: StateStore,
-                 metrics: PipelineMetrics, health: Health) -> None:
+                 metrics: PipelineMetrics, health: Health,
+                 handlers: Sequence[FactHandler] = (), hooks: Sequence[BatchHook] = ()
+                 ) -> None:
         self.settings = settings
         self.policy = policy
         self.store = store
@@ -78,7 +81,7 @@ class Consumer:
         )
         self._producer = make_producer(settings, max_request_size=DLQ_MAX_REQUEST_BYTES)
         self.checkpoint = Checkpoint(self.topic, settings.topic_dlq, store, self._producer,
-                                     self.kafka_outage, self._commit)
+                                     self.kafka_outage, self._commit, handlers, hooks)
         self._inflight: asyncio.Task[None] | None = None
         self._assigned: set[TopicPartition] = set()
         self._positions: dict[TopicPartition, int] = {}
@@ -185,7 +188,8 @@ class Consumer:
                 policy = self.policy.for_queue(queue_id)
                 self.rules[queue_id] = QueueRules(
                     sla_ms=round(policy.sla_seconds * 1000),
-                    short_ms=round(policy.short_abandon_seconds * 1000))
+                    short_ms=round(policy.short_abandon_seconds * 1000),
+                    callback_wait_ms=round(policy.callback_wait_seconds * 1000))
         return self.rules
 
     async def _commit(self, offsets: dict[int, int]) -> None:

@@ -21,6 +21,10 @@ OUTCOMES: tuple[str, ...] = (
     "callback_accepted",
     "transferred_out",
 )
+CALLBACK_KINDS: tuple[str, ...] = ("wait_threshold", "ewt_threshold", "missed_call")
+CALLBACK_RESULTS: tuple[str, ...] = ("reached", "unreached", "cancelled", "refused")
+CALLBACK_REFUSALS: tuple[str, ...] = ("opted_out", "caller_cap", "outside_hours", "max_pending",
+                                      "already_offered")
 AGENT_STATES: tuple[str, ...] = ("available", "busy", "wrapup", "away", "offline")
 #: Staffed agents can take or are working calls; EWT and Erlang C count only them.
 STAFFED_STATES: tuple[str, ...] = ("available", "busy", "wrapup")
@@ -97,7 +101,18 @@ def queue_snapshot(queue_id: str, raw: dict[str, Any], agents: dict[str, int],
         },
         "windows": {format_duration(w): by_window[w] for w in windows},
         "totals": {outcome: int(raw["totals"].get(outcome, 0)) for outcome in OUTCOMES},
+        "callbacks": callback_figures(raw.get("callbacks", {}), int(raw.get("offers_open", 0))),
     }
+
+
+def callback_figures(counts: dict[str, float], pending: int) -> dict[str, Any]:
+    """Offers made by kind, closed by result, refused by reason, and open now."""
+    def group(prefix: str, names: tuple[str, ...]) -> dict[str, int]:
+        return {name: int(counts.get(f"{prefix}:{name}", 0)) for name in names}
+
+    return {"pending": pending, "offered": group("offered", CALLBACK_KINDS),
+            "results": group("result", CALLBACK_RESULTS),
+            "refusals": group("refused", CALLBACK_REFUSALS)}
 
 
 def agents_by_queue(states: dict[str, tuple[str, list[str], int]]

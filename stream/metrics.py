@@ -60,6 +60,14 @@ class QueueCollector(Collector):
         }
         totals = CounterMetricFamily("callstream_calls", "Calls per outcome since the start",
                                      labels=["queue", "outcome"])
+        offers = CounterMetricFamily("callstream_callback_offers", "Callback offers made",
+                                     labels=["queue", "kind"])
+        results = CounterMetricFamily("callstream_callback_results",
+                                      "Callback offers closed, or refused, by result",
+                                      labels=["queue", "result"])
+        refusals = CounterMetricFamily("callstream_callback_refusals",
+                                       "Callback offers refused by policy, by reason",
+                                       labels=["queue", "reason"])
         for queue in queues:
             q = queue["queue_id"]
             waiting.add_metric([q], queue["waiting"])
@@ -78,8 +86,13 @@ class QueueCollector(Collector):
                         family.add_metric([q, window], figures[key])
             for outcome in OUTCOMES:
                 totals.add_metric([q, outcome], queue["totals"][outcome])
+            callbacks = queue["callbacks"]
+            for counter, group in ((offers, "offered"), (results, "results"),
+                                   (refusals, "refusals")):
+                for name, n in callbacks[group].items():
+                    counter.add_metric([q, name], n)
         yield from (waiting, longest, ewt, agents, required, window_calls, *ratios.values(),
-                    totals)
+                    totals, offers, results, refusals)
 
 
 class DelayHistogram(Collector):

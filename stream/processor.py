@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
+from .callbacks import Callbacks
 from .config import Policy, Settings
 from .consume import Consumer, Health
 from .janitor import sweep_forever
@@ -40,6 +43,11 @@ async def _until_reachable(what: Outage, stop: asyncio.Event,
     return False
 
 
+def instance_name() -> str:
+    """This process among the processor instances: names its claims on outgoing messages."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
 async def run_processor(settings: Settings, policy: Policy, stop: asyncio.Event) -> None:
     """Run until ``stop`` is set; then finish the batch in flight, commit and return."""
     hub = SnapshotHub()
@@ -61,7 +69,8 @@ async def run_processor(settings: Settings, policy: Policy, stop: asyncio.Event)
         async def connect() -> None:
             holder.append(await StateStore.connect(
                 settings.redis_url, windows, KeySpace(settings.redis_prefix),
-                max_queues=settings.max_queues, max_agents=settings.max_agents))
+                max_queues=settings.max_queues, max_agents=settings.max_agents,
+                caller_facts=True))
 
         if not await _until_reachable(Outage("Redis", "CALLSTREAM_REDIS_URL", log), stop,
                                       connect):
@@ -70,10 +79,14 @@ async def run_processor(settings: Settings, policy: Policy, stop: asyncio.Event)
         if not await _until_reachable(Outage("Kafka", "CALLSTREAM_KAFKA_BOOTSTRAP", log), stop,
                                       lambda: ensure_topics(settings, all_topics(settings))):
             return
-        consumer = Consumer(settings, policy, store, metrics, health)
+        callbacks = Callbacks(settings, policy, store, hub, instance_name())
+        consumer = Consumer(settings, policy, store, metrics, health, handlers=[callbacks],
+                            hooks=[callbacks])
         refresher = SnapshotRefresher(settings, policy, store, hub, health)
-        tasks = [consumer.run(stop), refresher.run(stop), sweep_forever(store, stop)]
+        tasks = [consumer.run(stop), refresher.run(stop), callbacks.run(stop),
+                 sweep_forever(store, stop, handlers=[callbacks])]
         if mqtt is not None:
+            callbacks.twins.append(mqtt)
             tasks.append(mqtt.run(stop))
         await asyncio.gather(*tasks)
     finally:

@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
+from .timefmt import rfc3339_of
+
 Event = dict[str, Any]
 
 #: Known events with no contract twin: counted in the summary, never reported as errors.
@@ -51,8 +53,7 @@ class Skip:
 
 def format_ts(epoch: float) -> str:
     """Unix seconds -> RFC 3339 UTC with milliseconds, ``2026-11-22T10:15:30.250Z``."""
-    moment = datetime.fromtimestamp(epoch, tz=UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return rfc3339_of(datetime.fromtimestamp(epoch, tz=UTC))
 
 
 def normalise_id(raw: str) -> str:

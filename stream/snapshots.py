@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -19,6 +18,7 @@ from .consume import Health
 from .figures import agents_by_queue, queue_snapshot
 from .outage import Outage
 from .state.store import StateStore
+from .timefmt import rfc3339 as iso
 from .web.hub import Snapshot, SnapshotHub
 
 log = logging.getLogger(__name__)
@@ -28,12 +28,6 @@ REFRESH_SECONDS = 0.5
 def bucket_windows(windows: list[int]) -> list[tuple[int, int]]:
     """Each window (plus the 15 m staffing window) with its bucket: at most W/30 long."""
     return [(w, max(1, w // 30)) for w in sorted(set(windows) | {STAFFING_WINDOW_SECONDS})]
-
-
-def iso(ms: int) -> str:
-    """RFC 3339 with milliseconds and ``Z``, the contract's time format."""
-    moment = datetime.fromtimestamp(ms / 1000, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 class SnapshotRefresher:

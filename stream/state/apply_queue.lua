@@ -3,6 +3,7 @@
 -- KEYS[1]  the queue's key prefix, e.g. "cs:{q:sales}" (one hash tag: one Cluster slot)
 -- ARGV[1]  JSON config: {now, sla_ms, short_ms, windows: [[window_s, bucket_s], ...],
 --                        leg_ttl_ms, bucket_ttl_extra_s, facts (keep caller facts?),
+--                        cb_wait_ms (the callback wait threshold, or null: off),
 --                        expect: {source -> the last offset this instance applied here}}
 -- ARGV[2]  JSON rows: [[source, offset, token, kind, call_id, ts_ms, caller, priority,
 --                      agent_id], ...]
@@ -33,6 +34,8 @@
 --   :w:<window_s>:<bucket> hash figure -> count (bucket = floor(ts_ms / 1000 / bucket_s))
 --   :totals   hash outcome -> count (monotonic, for callstream_calls_total)
 --   :seen     string: the wall time (ms) of the last batch, for forgetting idle queues
+--   :cbwait   zset "caller|queued_ms|call_id" -> when its wait reaches cb_wait_ms: the
+--             waiting calls with a caller, for wait-threshold callback offers (cb_due.lua)
 --   :facts    hash token -> JSON [token, what, call_id, ts, caller, wait_ms]: what a leg
 --             with a caller did (queued, answered, abandoned, accepted), kept until the
 --             caller's own keys (another slot) have taken it: an outbox, written here in
@@ -146,15 +149,23 @@ local function fact(token, what, call_id, ts, caller, wait)
   end
 end
 
-local function stop_waiting(call_id)
-  waiting_ops[#waiting_ops + 1] = {call_id, false}
+local function cb_member(call_id, leg)
+  if cfg.cb_wait_ms and leg.caller then
+    return leg.caller .. '|' .. string.format('%.0f', leg.q) .. '|' .. call_id
+  end
+  return nil
+end
+
+local function stop_waiting(call_id, leg)
+  waiting_ops[#waiting_ops + 1] = {call_id, false, cb_member(call_id, leg)}
 end
 
 local function start_visit(call_id, ts, caller, priority, old, token)
   count(ts, 'offered', 1, true)
-  write_leg(call_id, {st = 'W', q = ts, caller = caller, priority = priority}, old, token)
+  local leg = {st = 'W', q = ts, caller = caller, priority = priority}
+  write_leg(call_id, leg, old, token)
   fact(token, 'queued', call_id, ts, caller, nil)
-  waiting_ops[#waiting_ops + 1] = {call_id, ts}
+  waiting_ops[#waiting_ops + 1] = {call_id, ts, cb_member(call_id, leg)}
 end
 
 -- A wait or handle time that comes out negative counts as 0; none is longer than a
@@ -217,7 +228,7 @@ local function apply(token, kind, call_id, ts, caller, priority, agent)
   if leg.st == 'W' then
     if arriving then return 'c' end
     local wait = span(leg.q, ts)
-    stop_waiting(call_id)
+    stop_waiting(call_id, leg)
     if kind == 'A' then
       count(ts, 'answered', 1, true)
       count(ts, 'answered_waited', 1, false)
@@ -330,8 +341,10 @@ end
 for _, op in ipairs(waiting_ops) do
   if op[2] then
     redis.call('ZADD', waiting_key, int(op[2]), op[1])
+    if op[3] then redis.call('ZADD', prefix .. ':cbwait', int(op[2] + cfg.cb_wait_ms), op[3]) end
   else
     redis.call('ZREM', waiting_key, op[1])
+    if op[3] then redis.call('ZREM', prefix .. ':cbwait', op[3]) end
   end
 end
 

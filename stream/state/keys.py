@@ -52,6 +52,10 @@ class KeySpace:
         """The prefix of one queue's keys."""
         return f"{self.root}:{{q:{queue_id}}}"
 
+    def caller(self, number: str) -> str:
+        """The prefix of one caller's keys (callback policy, journeys): one slot each."""
+        return f"{self.root}:{{c:{number}}}"
+
     def checkpoint(self, topic: str) -> str:
         """Hash partition -> last offset of the last batch Redis applied whole."""
         return f"{self.root}:checkpoint:{topic}"

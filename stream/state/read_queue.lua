@@ -2,7 +2,9 @@
 --
 -- KEYS[1]  the queue's key prefix (see apply_queue.lua for the layout)
 -- ARGV[1]  JSON: {now, windows: [[window_s, bucket_s], ...]}
--- Returns JSON: {waiting, oldest_ms, totals: {...}, windows: {"<window_s>": {figure: sum}}}
+-- Returns JSON: {waiting, oldest_ms, totals: {...}, windows: {"<window_s>": {figure: sum}},
+--                callbacks: {"offered:<kind>"|"result:<r>"|"refused:<reason>": n},
+--                offers_open}   (callback offers: see cb_emit.lua)
 -- A window holds the buckets from the one holding now - window to the one holding now.
 
 local prefix = KEYS[1]
@@ -33,4 +35,6 @@ return cjson.encode({
   oldest_ms = tonumber(oldest[2] or '-1'),
   totals = hash_to_table(redis.call('HGETALL', prefix .. ':totals'), {}),
   windows = windows,
+  callbacks = hash_to_table(redis.call('HGETALL', prefix .. ':cb'), {}),
+  offers_open = redis.call('SCARD', prefix .. ':offers:open'),
 })

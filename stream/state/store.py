@@ -40,7 +40,8 @@ IDLE_MS = 24 * 3600 * 1000
 #: Buckets outlive their window by this much: events may be up to 5 min in the future.
 BUCKET_TTL_EXTRA_S = 360
 _SCRIPTS = ("apply_queue", "apply_agents", "read_queue", "raise_clock", "admit", "forget",
-            "sweep_queue", "sweep_agents", "claim_out", "done_out")
+            "sweep_queue", "sweep_agents", "claim_out", "done_out", "cb_due", "cb_reserve",
+            "cb_release", "cb_emit", "cb_refuse", "cb_attempt", "cb_cancel")
 #: How a script says that one row of its batch cannot be applied (see apply_queue.lua).
 _ROW_FAILED = "CSAPPLY "
 
@@ -60,6 +61,8 @@ class QueueRules:
 
     sla_ms: int
     short_ms: int
+    #: the wait at which a waiting call with a caller crosses to a callback offer
+    callback_wait_ms: int | None = None
 
 
 #: Called with the indexes of messages that cannot be applied; returns once they are
@@ -196,6 +199,8 @@ class StateStore:
             "bucket_ttl_extra_s": BUCKET_TTL_EXTRA_S, "expect": expect,
             "facts": self.caller_facts,
         }
+        if rule.callback_wait_ms is not None:
+            config["cb_wait_ms"] = rule.callback_wait_ms
         return ("apply_queue", self.keys.queue(shard), json.dumps(config), rows)
 
     async def save_positions(self, topic: str, checkpoint: dict[int, int],
