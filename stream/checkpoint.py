@@ -28,7 +28,7 @@ from aiokafka.errors import KafkaError
 from .batching import DeadLetter, PreparedBatch
 from .outage import Outage
 from .state.batch import CallerFact, StateBatch
-from .state.store import QueueRules, StateStore
+from .state.store import QueueRules, RedisWentBack, StateStore
 
 log = logging.getLogger(__name__)
 #: A dead letter the broker refuses for good (too large) is sent as its first bytes.
@@ -90,7 +90,12 @@ class Checkpoint:
                 letters = batch.refuse([index], "apply_failed", why)
                 await self._send(letters, stop)
 
-        results = await self.store.apply(batch.state, rules, now_ms, on_failed)
+        try:
+            results = await self.store.apply(batch.state, rules, now_ms, on_failed)
+        except RedisWentBack:
+            # The shards that did apply kept their facts: hand them on now, not later.
+            await relay(self.store, self.handlers, batch.state.caller_facts, now_ms)
+            raise
         await relay(self.store, self.handlers, batch.state.caller_facts, now_ms)
         for hook in self.hooks:
             await hook.after_apply(batch.state, now_ms)

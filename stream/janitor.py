@@ -19,16 +19,20 @@ from .state.store import StateStore
 
 log = logging.getLogger(__name__)
 SWEEP_SECONDS = 60.0
+#: Caller facts left in an outbox are relayed this often (they are there only after a
+#: crash, or beside a batch in flight: relaying those twice is harmless).
+RELAY_SECONDS = 5.0
 
 
 async def sweep_forever(store: StateStore, stop: asyncio.Event,
                         handlers: Sequence[FactHandler] = (),
                         every: float = SWEEP_SECONDS) -> None:
-    """Sweep every ``every`` seconds until ``stop`` is set; relay the caller facts a crash
-    left in the queues' outboxes."""
+    """Until ``stop`` is set: relay the caller facts a crash (or a Redis that went back)
+    left in the queues' outboxes every few seconds, and sweep every ``every`` seconds."""
+    last_sweep = time.monotonic()
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), every)
+            await asyncio.wait_for(stop.wait(), RELAY_SECONDS)
         if stop.is_set():
             return
         try:
@@ -36,6 +40,9 @@ async def sweep_forever(store: StateStore, stop: asyncio.Event,
             if handlers:
                 leftover = await store.pending_caller_facts(await store.queue_ids())
                 await relay(store, handlers, leftover, now_ms)
+            if time.monotonic() - last_sweep < every:
+                continue
+            last_sweep = time.monotonic()
             queues, agents = await store.sweep(now_ms)
         except (RedisError, OSError):
             continue  # the consumer and the refresher report Redis outages

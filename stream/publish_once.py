@@ -5,7 +5,8 @@ the same atomic step that took it. Any instance may then claim it, send it, and 
 it; a claim holds for ``claim_ms``. An instance that dies between claiming and confirming
 leaves a claim that runs out: the next instance to claim the message first looks for it
 in the topic (from the time of the first claim on, by its ``callstream-id`` header) and
-sends it only if it is not there. So the telephony side never has to deduplicate.
+sends it only if it is not there; so does every claim for a while after Redis came back
+without writes it had acknowledged. So the telephony side never has to deduplicate.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ CLAIM_LIMIT = 200
 ID_HEADER = "callstream-id"
 #: A takeover reads the topic from this long before the first claim (clock skew).
 LOOKBACK_MS = 5_000
+#: After Redis came back without some of its writes, a message may be one that was sent
+#: and then forgotten: for this long every claim looks in the topic first.
+DISTRUST_MS = 10 * 60_000
 
 
 class OncePublisher:
@@ -58,6 +62,11 @@ class OncePublisher:
                                                   self.instance, self.claim_ms, CLAIM_LIMIT)
         if not claimed:
             return []
+        went_back = self.store.went_back_at_ms
+        if went_back is not None and time.time() * 1000 - went_back < DISTRUST_MS:
+            claimed = [m if m.taken_over_from_ms is not None else
+                       Outgoing(m.queue_id, m.msg_id, m.payload, went_back - DISTRUST_MS)
+                       for m in claimed]
         taken_over = [m for m in claimed if m.taken_over_from_ms is not None]
         present = await self._already_sent(taken_over) if taken_over else set()
         to_send = [m for m in claimed if m.msg_id not in present]

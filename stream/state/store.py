@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -93,6 +94,8 @@ class StateStore:
         self._written: dict[tuple[str, str], int] = {}
         self._admitted_queues: set[str] = set()
         self._admitted_agents: set[str] = set()
+        #: when this instance last found Redis without writes it had made (wall ms)
+        self.went_back_at_ms: int | None = None
 
     @classmethod
     async def connect(cls, url: str, windows: list[tuple[int, int]], keys: KeySpace,
@@ -246,6 +249,7 @@ class StateStore:
         self._written.clear()
         self._admitted_queues.clear()
         self._admitted_agents.clear()
+        self.went_back_at_ms = int(time.time() * 1000)
         return resume
 
     def _offsets_key(self, shard: str) -> str:

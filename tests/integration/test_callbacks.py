@@ -17,9 +17,11 @@ from harness import (
     InProcessProcessor,
     ProcessorProcess,
     _event,
+    crash_and_cut_aof,
     metric_value,
     produce,
     read_topic,
+    start_redis,
     unique_settings,
     wait_until,
 )
@@ -238,3 +240,32 @@ async def test_two_instances_one_killed_still_one_offer_per_call(broker: Embedde
         assert sorted(ids) == sorted(calls)  # every call once: none lost, none twice
     finally:
         second.terminate()
+
+
+async def test_redis_cut_back_while_offers_go_out_loses_none_sends_none_twice(
+        broker: EmbeddedBroker, tmp_path: Path) -> None:
+    port = free_port()
+    server = start_redis(port, str(tmp_path), "--appendonly", "yes", "--appendfsync", "always")
+    settings = unique_settings(broker.bootstrap, redis_url=f"redis://127.0.0.1:{port}/0",
+                               kafka_batch_max=50)
+    now = int(time.time() * 1000)
+
+    def missed(calls: range) -> list[dict[str, Any]]:
+        return [e for i in calls for e in (queued(f"x{i}", f"xq{i % 3}", now - 30_000,
+                                                  f"3312345{i:04d}"),
+                                           abandoned(f"x{i}", f"xq{i % 3}", now - 10_000))]
+
+    rules = policy(callback_max_pending=1000)
+    try:
+        async with InProcessProcessor(settings, rules):
+            await produce(settings, missed(range(60)))
+            assert len(await offers(settings, 60)) == 60
+            server = crash_and_cut_aof(server, port, str(tmp_path))
+            await produce(settings, missed(range(60, 80)))
+            await offers(settings, 80)
+            await asyncio.sleep(3)  # what Redis forgot is re-read and decided again
+            sent = [o["call_id"] for o in await offers(settings, 81, timeout=2)]
+            assert sorted(sent) == sorted(f"x{i}" for i in range(80))
+    finally:
+        server.kill()
+        server.wait()

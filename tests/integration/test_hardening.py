@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import glob
 import json
-import os
 import signal
 import subprocess
 import tempfile
@@ -24,25 +22,19 @@ from harness import (
     ProcessorProcess,
     _event,
     call_stream,
+    crash_and_cut_aof,
     http_json,
     http_status,
     http_text,
     metric_value,
     produce,
     read_topic,
+    start_redis,
     totals_match,
     unique_settings,
     wait_until,
 )
-from stream.broker import EmbeddedBroker, free_port, wait_for_port
-
-
-def start_redis(port: int, directory: str, *extra: str) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", directory,
-         "--save", "", *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for_port(port)
-    return process
+from stream.broker import EmbeddedBroker, free_port
 
 
 @pytest.fixture
@@ -192,15 +184,7 @@ async def test_aof_cut_while_callstream_runs_reads_the_lost_writes_again(
         async with InProcessProcessor(settings) as processor:
             await produce(settings, first)
             await wait_until(lambda: totals_match(processor.url, expected_first), timeout=60)
-            server.kill()  # a host crash ...
-            server.wait()
-            incr = glob.glob(os.path.join(workdir, "appendonlydir", "*.incr.aof"))[0]
-            size = os.path.getsize(incr)
-            with open(incr, "r+b") as aof:  # ... that lost the last part of the AOF
-                aof.truncate(size * 2 // 3)
-            subprocess.run(["redis-check-aof", "--fix", incr], input=b"y\n",
-                           capture_output=True, check=True)
-            server = start_redis(port, workdir, "--appendonly", "yes")
+            server = crash_and_cut_aof(server, port, workdir)
             lost = redis.Redis(port=port)
             assert lost.hlen(f"{settings.redis_prefix}:checkpoint:{settings.topic_events}") \
                 >= 0  # Redis is back, without the last third of its writes
