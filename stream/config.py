@@ -130,6 +130,8 @@ class CallbackHours(BaseModel):
         h1, m1, h2, m2 = (int(g) for g in match.groups())
         if h1 > 23 or m1 > 59 or m2 > 59 or h2 > 24 or (h2 == 24 and m2 != 0):
             raise ValueError(f"{text!r} has a time outside 00:00-24:00")
+        if h1 * 60 + m1 == h2 * 60 + m2:
+            raise ValueError(f"{text!r} is never open (say 00:00-24:00 for all day)")
         return cls(start_minute=h1 * 60 + m1, end_minute=h2 * 60 + m2)
 
     def contains(self, moment: time) -> bool:
