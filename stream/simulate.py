@@ -184,7 +184,12 @@ def generate(config: SimulationConfig, start: datetime) -> Iterator[Event]:
 
     Runs for ``config.duration_seconds`` of simulated time, or forever when that is None.
     """
-    return (event for _, event in _CallCentre(config, start).timeline())
+    return (event for _, event in timeline(config, start))
+
+
+def timeline(config: SimulationConfig, start: datetime) -> Iterator[tuple[float, Event]]:
+    """Like ``generate``, with each event's simulated time: ``(seconds since start, event)``."""
+    return _CallCentre(config, start).timeline()
 
 
 def format_ts(epoch_ms: int) -> str:
@@ -644,15 +649,15 @@ def _default_start(speed: float, duration: float | None) -> datetime:
 
 async def _paced(config: SimulationConfig, start: datetime, speed: float) -> AsyncIterator[Event]:
     """The events, each released when due by the wall clock at this speed."""
-    timeline = _CallCentre(config, start).timeline()
+    events = timeline(config, start)
     if speed == 0:
-        for _, event in timeline:
+        for _, event in events:
             yield event
         return
     loop = asyncio.get_running_loop()
     began = loop.time()
     start_ms = math.floor(start.timestamp() * 1000)
-    for offset, event in timeline:
+    for offset, event in events:
         delay = began + offset / speed - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
