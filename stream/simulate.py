@@ -55,7 +55,7 @@ TRANSFER_RING_SECONDS = 0.001
 #: Seconds between progress updates on stderr: redrawn in place, or logged as lines.
 IN_PLACE_PROGRESS_SECONDS = 1.0
 PROGRESS_SECONDS = 10.0
-#: A progress line says the run is catching up while its events are this far behind the clock.
+#: A paced run's progress says it is fast-forwarding while its events are this far behind.
 CATCHING_UP_SECONDS = 5.0
 
 
@@ -648,7 +648,7 @@ async def produce(
     on one line if ``progress_in_place`` (default: when stderr is a terminal).
     """
     sink: _Sink = _FileSink(out_path, speed > 0) if out_path else await _KafkaSink.open(settings)
-    progress = _Progress(sys.stderr, progress_in_place)
+    progress = _Progress(sys.stderr, progress_in_place, paced=speed > 0)
     try:
         anchor = start or _default_start(speed, config.duration_seconds)
         async for event in _paced(config, anchor, speed):
@@ -764,8 +764,11 @@ class _Progress:
     """Events sent, their rate and the simulated clock on stderr, and a summary at the end:
     one line redrawn in place (on a terminal, or when asked), else a line every few seconds."""
 
-    def __init__(self, stream: TextIO, in_place: bool | None = None) -> None:
+    def __init__(self, stream: TextIO, in_place: bool | None = None, paced: bool = False
+                 ) -> None:
         self.events = 0
+        #: Paced runs say when they are fast-forwarding through events already due.
+        self._paced = paced
         self._stream = stream
         self._in_place = stream.isatty() if in_place is None else in_place
         self._every = IN_PLACE_PROGRESS_SECONDS if self._in_place else PROGRESS_SECONDS
@@ -784,8 +787,8 @@ class _Progress:
         ts = event["ts"]
         text = f"simulate: {self.events:,} events, {rate:,.0f} events/s, simulated {ts[11:19]} UTC"
         behind = time.time() - datetime.fromisoformat(ts).timestamp()
-        if behind > CATCHING_UP_SECONDS:
-            text += f", catching up ({_clock_time(behind)} behind)"
+        if self._paced and behind > CATCHING_UP_SECONDS:
+            text += f", fast-forwarding ({_clock_time(behind)} behind)"
         self._show(text)
 
     def close(self) -> None:
