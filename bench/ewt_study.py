@@ -8,7 +8,8 @@ callers and with a mean patience of 120 s, plus an overloaded queue, it runs the
 in-process and, at each arrival, computes every method's EWT from the figures callstream
 would show at that instant; it prints the mean absolute error and the bias (mean of EWT −
 wait) against the callers' waits: virtual waits (the wait an abandoner would have had),
-or, with --answered-only, answered callers' real waits only. Seeds 0 .. seeds − 1, each
+or, with --answered-only, answered callers' real waits only. --true-patience adds a column:
+Erlang A told the simulator's patience instead of measuring it. Seeds 0 .. seeds − 1, each
 run with a one-hour warm-up.
 """
 
@@ -24,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "unit"
 
 from test_ewt import Live, Load, Method, callstream_ewt, study
 
-from stream.figures import STAFFED_STATES
+from stream.figures import STAFFED_STATES, estimated_wait_seconds
 
 LOADS = [
     Load(0.6, math.inf),
@@ -63,6 +64,16 @@ def answer_rate(live: Live) -> float | None:
     return max(0, live.waiting + 1 - live.agents.get("available", 0)) / (answered / 300)
 
 
+def told_patience(load: Load) -> Method:
+    """Erlang A with the simulator's own mean patience rather than the measured one."""
+
+    def ewt(live: Live) -> float | None:
+        return estimated_wait_seconds(live.waiting, live.agents,
+                                      live.windows[900]["aht_seconds"], load.patience_seconds)
+
+    return ewt
+
+
 METHODS: dict[str, Method] = {
     "naive": naive,
     "former": former,
@@ -78,18 +89,23 @@ def main() -> int:
                         help="simulated seconds measured per run, after the warm-up")
     parser.add_argument("--answered-only", action="store_true",
                         help="score on answered callers' real waits only")
+    parser.add_argument("--true-patience", action="store_true",
+                        help="add Erlang A told the true mean patience")
     args = parser.parse_args()
+    names = [*METHODS, "true patience"] if args.true_patience else list(METHODS)
     print(f"{args.seeds} seeds x {args.measured:.0f} s measured per load; errors in seconds, "
           f"MAE / bias, against {'answered callers' if args.answered_only else 'all callers'}\n")
     print("| utilisation | patience | abandoned | mean (virtual) wait | "
-          + " | ".join(METHODS) + " |")
-    print("|---|---|---|---|" + "---|" * len(METHODS))
+          + " | ".join(names) + " |")
+    print("|---|---|---|---|" + "---|" * len(names))
     for load in LOADS:
         began = time.process_time()
-        result = study(load, range(args.seeds), METHODS, warm_up=3600.0,
+        methods = METHODS | {"true patience": told_patience(load)} if args.true_patience \
+            else METHODS
+        result = study(load, range(args.seeds), methods, warm_up=3600.0,
                        measured=args.measured)
         cells = []
-        for name in METHODS:
+        for name in names:
             errors = result.errors[name]
             mae, bias = ((errors.answered_mae, errors.answered_bias) if args.answered_only
                          else (errors.mae, errors.bias))
