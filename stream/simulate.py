@@ -50,8 +50,13 @@ OFFICE_SHIFTS = ((7, 15), (8, 16), (9, 17), (10, 18), (11, 19), (12, 20))
 
 #: Sends awaited together: one round trip per chunk, not per event.
 SEND_CHUNK = 1000
-#: Seconds between progress lines on stderr.
+#: How long a transferred call rings a free agent before it is answered.
+TRANSFER_RING_SECONDS = 0.001
+#: Seconds between progress updates on stderr: redrawn in place, or logged as lines.
+IN_PLACE_PROGRESS_SECONDS = 1.0
 PROGRESS_SECONDS = 10.0
+#: A paced run's progress says it is fast-forwarding while its events are this far behind.
+CATCHING_UP_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -184,7 +189,12 @@ def generate(config: SimulationConfig, start: datetime) -> Iterator[Event]:
 
     Runs for ``config.duration_seconds`` of simulated time, or forever when that is None.
     """
-    return (event for _, event in _CallCentre(config, start).timeline())
+    return (event for _, event in timeline(config, start))
+
+
+def timeline(config: SimulationConfig, start: datetime) -> Iterator[tuple[float, Event]]:
+    """Like ``generate``, with each event's simulated time: ``(seconds since start, event)``."""
+    return _CallCentre(config, start).timeline()
 
 
 def format_ts(epoch_ms: int) -> str:
@@ -400,7 +410,7 @@ class _CallCentre:
         sigma = self.config.handle_sigma
         return rng.lognormvariate(math.log(mean) - sigma * sigma / 2, sigma)
 
-    def _start_wait(self, call: _Call) -> None:
+    def _start_wait(self, call: _Call, transferred: bool = False) -> None:
         """A new wait: the caller's patience and the callback and overflow clocks start."""
         config = self.config
         call.wait_since = self._now
@@ -414,12 +424,23 @@ class _CallCentre:
             )
         if call.overflows and math.isfinite(config.overflow_after_seconds):
             self._at(self._now + config.overflow_after_seconds, lambda: self._overflow(call, token))
-        self._enter_queue(call)
+        self._enter_queue(call, transferred)
 
-    def _enter_queue(self, call: _Call) -> None:
-        """Straight to the longest-idle skilled agent, or into the queue's waiting list."""
+    def _enter_queue(self, call: _Call, transferred: bool = False) -> None:
+        """Straight to the longest-idle skilled agent, or into the queue's waiting list.
+
+        A transferred call rings its agent for a millisecond: its ``call.answered`` (keyed by
+        the new queue) then comes after the ``call.transferred`` (keyed by the old one) in
+        time, whichever of the two a consumer applies first (contract §1: a transfer in
+        that is not earlier than the leg's answer would start a new visit).
+        """
         call.leg_token += 1
         agent = next((a for a in self._idle.values() if call.queue_id in a.skills), None)
+        if agent is not None and transferred:
+            self._idle.pop(agent.agent_id)
+            agent.activity = "busy"  # taken: nothing else may start for it meanwhile
+            self._at(self._now + TRANSFER_RING_SECONDS, lambda: self._answer(call, agent))
+            return
         if agent is not None:
             self._answer(call, agent)
             return
@@ -459,7 +480,7 @@ class _CallCentre:
             "call.transferred", call_id=call.call_id, queue_id=call.queue_id, to_queue_id=target
         )
         call.queue_id = target
-        self._enter_queue(call)
+        self._enter_queue(call, transferred=True)
 
     # -- answering -----------------------------------------------------------------------
 
@@ -500,7 +521,7 @@ class _CallCentre:
             call.queue_id = target
             call.patience = self._patience(self._dynamic_rng)
             call.handle_seconds = self._handle_time(target, self._dynamic_rng)
-            self._start_wait(call)
+            self._start_wait(call, transferred=True)
         else:
             self._emit(
                 "call.ended", call_id=call.call_id, queue_id=call.queue_id, agent_id=agent.agent_id
@@ -612,23 +633,27 @@ async def produce(
     speed: float,
     out_path: str | None,
     start: datetime | None = None,
+    progress_in_place: bool | None = None,
 ) -> int:
     """Send the simulated events to ``out_path`` (JSON lines) or Kafka; return how many.
 
     Kafka messages go to ``settings.topic_events`` keyed by queue (``call.*``) or agent
     (``agent.*``). ``speed`` 1 is real time, 10 ten times faster, 0 as fast as possible.
-    At a speed above 0 the simulated clock starts at the wall clock and every ``ts`` is the
-    wall-clock time its event is due, so ``clock=wall`` windows see live data; faster than
-    real time this is a time-lapse, in which durations shrink by ``speed``. At speed 0 the
-    run ends now (it starts ``duration`` ago) unless ``start`` is given.
+    At a speed above 0 the simulated clock starts at ``start`` (default: now) and every
+    ``ts`` is the wall-clock time its event is due, so ``clock=wall`` windows see live data;
+    faster than real time this is a time-lapse, in which durations shrink by ``speed``. A
+    ``start`` in the past fast-forwards: the events already due go at once, with their past
+    ``ts``, and the run then goes on live. At speed 0 the run ends now (it starts
+    ``duration`` ago) unless ``start`` is given. Progress goes to stderr, redrawn in place
+    on one line if ``progress_in_place`` (default: when stderr is a terminal).
     """
     sink: _Sink = _FileSink(out_path, speed > 0) if out_path else await _KafkaSink.open(settings)
-    progress = _Progress(sys.stderr)
+    progress = _Progress(sys.stderr, progress_in_place, paced=speed > 0)
     try:
         anchor = start or _default_start(speed, config.duration_seconds)
         async for event in _paced(config, anchor, speed):
             await sink.send(event)
-            progress.count()
+            progress.count(event)
     finally:
         await sink.close()
         progress.close()
@@ -643,16 +668,17 @@ def _default_start(speed: float, duration: float | None) -> datetime:
 
 
 async def _paced(config: SimulationConfig, start: datetime, speed: float) -> AsyncIterator[Event]:
-    """The events, each released when due by the wall clock at this speed."""
-    timeline = _CallCentre(config, start).timeline()
+    """The events, each released when due by the wall clock at this speed: at once if
+    ``start`` is so far back that it is already due."""
+    events = timeline(config, start)
     if speed == 0:
-        for _, event in timeline:
+        for _, event in events:
             yield event
         return
     loop = asyncio.get_running_loop()
-    began = loop.time()
+    began = loop.time() - max(0.0, time.time() - start.timestamp())
     start_ms = math.floor(start.timestamp() * 1000)
-    for offset, event in timeline:
+    for offset, event in events:
         delay = began + offset / speed - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
@@ -735,25 +761,56 @@ def _unavailable(settings: Settings, exc: KafkaError) -> ServiceUnavailable:
 
 
 class _Progress:
-    """Events per second on stderr every few seconds, and a summary at the end."""
+    """Events sent, their rate and the simulated clock on stderr, and a summary at the end:
+    one line redrawn in place (on a terminal, or when asked), else a line every few seconds."""
 
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextIO, in_place: bool | None = None, paced: bool = False
+                 ) -> None:
         self.events = 0
+        #: Paced runs say when they are fast-forwarding through events already due.
+        self._paced = paced
         self._stream = stream
+        self._in_place = stream.isatty() if in_place is None else in_place
+        self._every = IN_PLACE_PROGRESS_SECONDS if self._in_place else PROGRESS_SECONDS
         self._began = self._last = time.monotonic()
         self._last_events = 0
+        self._width = 0
 
-    def count(self) -> None:
+    def count(self, event: Event) -> None:
+        """Count ``event`` (just sent); show the progress if the last update is old enough."""
         self.events += 1
         now = time.monotonic()
-        if now - self._last >= PROGRESS_SECONDS:
-            rate = (self.events - self._last_events) / (now - self._last)
-            print(f"simulate: {self.events} events, {rate:.0f} events/s", file=self._stream)
-            self._last, self._last_events = now, self.events
+        if now - self._last < self._every:
+            return
+        rate = (self.events - self._last_events) / (now - self._last)
+        self._last, self._last_events = now, self.events
+        ts = event["ts"]
+        text = f"simulate: {self.events:,} events, {rate:,.0f} events/s, simulated {ts[11:19]} UTC"
+        behind = time.time() - datetime.fromisoformat(ts).timestamp()
+        if self._paced and behind > CATCHING_UP_SECONDS:
+            text += f", fast-forwarding ({_clock_time(behind)} behind)"
+        self._show(text)
 
     def close(self) -> None:
         elapsed = time.monotonic() - self._began
-        print(f"simulate: {self.events} events in {elapsed:.1f} s", file=self._stream)
+        self._show(f"simulate: {self.events:,} events in {elapsed:.1f} s")
+        if self._in_place:
+            self._stream.write("\n")
+            self._stream.flush()
+
+    def _show(self, text: str) -> None:
+        if self._in_place:
+            # Spaces rub out the rest of a longer previous line.
+            self._stream.write("\r" + text.ljust(self._width))
+            self._width = len(text)
+        else:
+            self._stream.write(text + "\n")
+        self._stream.flush()
+
+
+def _clock_time(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
 
 
 # -- command line --------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""`callstream demo` as a user runs it: live figures within 30 s, nothing left after Ctrl-C."""
+"""`callstream demo` as a user runs it: live figures within 30 s, the last hour already in
+every window, one progress line, nothing left after Ctrl-C."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from harness import http_text, wait_until
+from harness import http_json, http_text, wait_until
 from stream.broker import free_port
 
 
@@ -51,9 +52,18 @@ async def test_demo_serves_live_figures_and_leaves_nothing_behind(tmp_path: Path
         return any(line.startswith("callstream_queue_window_calls{") and 'outcome="offered"'
                    in line and not line.endswith(" 0.0") for line in metrics.splitlines())
 
+    async def last_hour_warm() -> bool:
+        queues = (await http_json(url + "/api/queues"))["queues"]
+        return len(queues) == 3 and all(q["windows"]["1h"]["offered"] >= 200 for q in queues)
+
     try:
         await wait_until(offered_calls_live, timeout=30, every=0.5)
+        # The fast-forwarded hour (about 320 calls a queue) is in the windows within seconds.
+        await wait_until(last_hour_warm, timeout=30 - (time.monotonic() - started), every=0.5)
         assert time.monotonic() - started < 30
+        for queue in (await http_json(url + "/api/queues"))["queues"]:
+            assert queue["ewt_seconds"] is not None and queue["agents_required"] > 0, queue
+            assert queue["windows"]["1h"]["aht_seconds"] is not None, queue
         page = await http_text(url + "/wallboard")
         assert "data-stale" in page
         children = _descendants(demo.pid)
@@ -66,3 +76,6 @@ async def test_demo_serves_live_figures_and_leaves_nothing_behind(tmp_path: Path
     assert not [pid for pid in children if Path(f"/proc/{pid}").exists()]
     assert list(tmp_path.iterdir()) == []  # no temporary files left behind
     assert b"wallboard" in err and b"Traceback" not in err
+    # One progress line, redrawn in place: only its final summary ends a line.
+    progress_lines = [line for line in err.split(b"\n") if b"simulate: " in line]
+    assert len(progress_lines) == 1 and b"\r" in progress_lines[0], progress_lines

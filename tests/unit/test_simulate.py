@@ -16,6 +16,7 @@ import json
 import math
 import re
 import statistics
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -383,6 +384,24 @@ async def test_paced_run_stamps_wall_clock_time(tmp_path: Path) -> None:
     assert stamps == sorted(stamps)
     # Same events as the pure core (flat profile: the start changes only ids and stamps).
     assert [outline(e) for e in lines] == [outline(e) for e in generate(config, START)]
+
+
+async def test_a_start_in_the_past_fast_forwards_then_goes_on_live(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = single_queue(3, 0.05, 60, 60, seed=1, duration=600.5)
+    out = tmp_path / "events.jsonl"
+    start = datetime.now(UTC) - timedelta(seconds=600)
+    began = time.monotonic()
+    await produce(Settings(), config, 1, str(out), start=start, progress_in_place=True)
+    # 600 s of past events at once, with their own past stamps; the last half second live.
+    assert time.monotonic() - began < 3
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert lines == list(generate(config, start))
+    assert datetime.fromisoformat(lines[0]["ts"]) < start + timedelta(seconds=60)
+    # One progress line, redrawn in place with carriage returns, ended once.
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.endswith(" s\n") and err.startswith("\rsimulate: ")
 
 
 def outline(event: dict[str, Any]) -> tuple[str, str, str]:
