@@ -19,9 +19,9 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from . import simulate
+from . import dialler, simulate
 from .broker import EmbeddedBroker, EmbeddedRedis
-from .config import Policy, Settings
+from .config import Policy, QueuePolicy, Settings
 from .lifecycle import run_until_signalled
 from .processor import run_processor
 from .state.keys import KeySpace
@@ -35,7 +35,13 @@ HISTORY_SECONDS = 3600
 #: then the centre recovers.
 SIMULATION = ["--queues", "sales,support,billing", "--agents", "45", "--arrival-rate", "0.088",
               "--aht", "120", "--patience", "90", "--wrapup", "10", "--break-every", "0",
-              "--incident", f"{HISTORY_SECONDS + 120}:300:0.6", "--seed", "2026"]
+              "--incident", f"{HISTORY_SECONDS + 120}:300:0.6", "--seed", "2026",
+              "--callback-fraction", "0.2", "--callback-after", "75"]
+#: Callbacks all day, offered after a minute of waiting: in the incident, offers go out,
+#: some callers take them, and the demo's dialler attempts them and reports back.
+POLICY = Policy(defaults=QueuePolicy(callback_hours="00:00-24:00", callback_wait_seconds=60))
+#: The simulated telephony side: how often a callback reaches the caller.
+DIALLER_ANSWER_RATE = 0.6
 
 
 async def _answers(url: str) -> bool:
@@ -102,7 +108,11 @@ async def run_demo(port: int, stop: asyncio.Event) -> None:
         parser = argparse.ArgumentParser()
         simulate.register(parser.add_subparsers())
         command = simulate.command_from_args(parser.parse_args(["simulate", *SIMULATION]))
-        processor = asyncio.create_task(run_processor(settings, Policy(), stop))
+        processor = asyncio.create_task(run_processor(settings, POLICY, stop))
+        telephony = asyncio.create_task(dialler.run(
+            broker.bootstrap, DIALLER_ANSWER_RATE, settings.topic_offers,
+            settings.topic_cancels, settings.topic_events, ring_seconds=3, stop=stop,
+            quiet=True))
         history = datetime.now(UTC) - timedelta(seconds=HISTORY_SECONDS)
         simulator = asyncio.create_task(
             simulate.produce(settings, command.config, 1.0, None, history, progress_in_place=True))
@@ -110,9 +120,10 @@ async def run_demo(port: int, stop: asyncio.Event) -> None:
         try:
             await stop.wait()
         finally:
-            simulator.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await simulator
+            for task in (simulator, telephony):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             stop.set()
             try:
                 await processor

@@ -273,14 +273,15 @@ async def test_redis_cut_back_while_offers_go_out_loses_none_sends_none_twice(
 
 
 async def test_the_example_dialler_closes_the_loop(broker: EmbeddedBroker) -> None:
-    """docs/examples/dialler.py as a telephony side: offer -> attempt -> reached."""
+    """The example dialler (python -m stream.dialler) as the telephony side: offer ->
+    attempt -> reached."""
     settings = unique_settings(broker.bootstrap)
     now = int(time.time() * 1000)
     async with InProcessProcessor(settings, policy()) as processor:
         await produce(settings, [queued("d1", "dial", now - 20_000, "3312340001"),
                                  abandoned("d1", "dial", now - 10_000)])
         dialler = await asyncio.create_subprocess_exec(
-            sys.executable, str(Path(__file__).parents[2] / "docs/examples/dialler.py"),
+            sys.executable, "-m", "stream.dialler",
             "--bootstrap", broker.bootstrap, "--answer-rate", "1",
             "--offers-topic", settings.topic_offers, "--cancels-topic", settings.topic_cancels,
             "--events-topic", settings.topic_events, "--stop-after", "15",

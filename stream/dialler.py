@@ -1,11 +1,12 @@
-"""A minimal dialler for callstream's callback offers: the telephony side of contract §3.
+"""A minimal dialler for callstream's callback offers: the telephony side of contract §3,
+as the demo plays it and as an example for a real one (docs/callbacks.md).
 
 It reads `callback-offers` and `callback-cancels`, "dials" each offer that was not
 cancelled (here: a coin toss instead of a phone call), and reports every attempt back on
 `call-events` as a `call.callback_attempt`, so callstream retries, closes the offer as
 reached or unreached, and counts the results.
 
-    python docs/examples/dialler.py --bootstrap localhost:9092 [--answer-rate 0.6]
+    python -m stream.dialler --bootstrap localhost:9092 [--answer-rate 0.6]
 
 Needs only aiokafka. Offers are never duplicated by callstream, so no deduplication is
 needed here; a restarted dialler resumes from its consumer group's committed offsets.
@@ -28,16 +29,18 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-async def dial(offer: dict[str, Any], answer_rate: float) -> str:
+async def dial(offer: dict[str, Any], answer_rate: float, ring_seconds: float) -> str:
     """Stand-in for the real call: ring for a moment, then a result."""
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(ring_seconds)
     if random.random() < answer_rate:
         return "answered"
     return random.choice(["no_answer", "busy", "failed"])
 
 
 async def run(bootstrap: str, answer_rate: float, offers_topic: str, cancels_topic: str,
-              events_topic: str, stop_after: float | None) -> None:
+              events_topic: str, stop_after: float | None = None, ring_seconds: float = 0.5,
+              stop: asyncio.Event | None = None, quiet: bool = False) -> None:
+    """Dial every offer until ``stop_after`` seconds pass or ``stop`` is set."""
     consumer = AIOKafkaConsumer(offers_topic, cancels_topic, bootstrap_servers=bootstrap,
                                 group_id="dialler", auto_offset_reset="earliest")
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
@@ -47,17 +50,18 @@ async def run(bootstrap: str, answer_rate: float, offers_topic: str, cancels_top
     loop = asyncio.get_running_loop()
     deadline = None if stop_after is None else loop.time() + stop_after
     try:
-        while deadline is None or loop.time() < deadline:
+        while (deadline is None or loop.time() < deadline) and not (stop and stop.is_set()):
             for tp, records in (await consumer.getmany(timeout_ms=500)).items():
                 for record in records:
                     message = json.loads(record.value)
                     if tp.topic == cancels_topic:
                         cancelled.add(message["offer_id"])
-                        print(f"cancelled {message['offer_id']}")
+                        if not quiet:
+                            print(f"cancelled {message['offer_id']}")
                         continue
                     if message["offer_id"] in cancelled:
                         continue  # the caller got through by themselves
-                    result = await dial(message, answer_rate)
+                    result = await dial(message, answer_rate, ring_seconds)
                     report = {
                         "event_id": str(uuid.uuid4()), "type": "call.callback_attempt",
                         "ts": now(), "call_id": message["call_id"],
@@ -66,7 +70,9 @@ async def run(bootstrap: str, answer_rate: float, offers_topic: str, cancels_top
                     }
                     await producer.send_and_wait(events_topic, json.dumps(report).encode(),
                                                  key=message["queue_id"].encode())
-                    print(f"offer {message['offer_id']} attempt {message['attempt']}: {result}")
+                    if not quiet:
+                        print(f"offer {message['offer_id']} attempt {message['attempt']}: "
+                              f"{result}")
             await consumer.commit()
     finally:
         await consumer.stop()
@@ -74,7 +80,8 @@ async def run(bootstrap: str, answer_rate: float, offers_topic: str, cancels_top
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m stream.dialler",
+                                     description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--bootstrap", default="localhost:9092")
     parser.add_argument("--answer-rate", type=float, default=0.6)
     parser.add_argument("--offers-topic", default="callback-offers")
