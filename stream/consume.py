@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -20,6 +19,7 @@ from redis.exceptions import RedisError
 
 from .batching import PreparedBatch, add, count_results
 from .config import Policy, Settings
+from .health import Health
 from .kafka_io import client_options, end_offsets, make_producer
 from .metrics import PipelineMetrics
 from .outage import Outage
@@ -30,19 +30,6 @@ log = logging.getLogger(__name__)
 PARSE_SLICE = 500
 #: How long the broker may hold a fetch open waiting for data: bounds the latency.
 FETCH_MAX_WAIT_MS = 50
-
-
-@dataclass
-class Health:
-    """What ``/readyz`` answers from; written by the consumer and the refresher."""
-
-    kafka_ok: bool = False
-    redis_ok: bool = False
-    assigned: bool = False
-
-    @property
-    def ready(self) -> bool:
-        return self.kafka_ok and self.redis_ok and self.assigned
 
 
 class Consumer:
