@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
+import socket
 import sys
 import time
 from typing import Any
@@ -20,8 +22,10 @@ from redis.exceptions import RedisError
 from . import simulate
 from .broker import EmbeddedBroker, EmbeddedRedis
 from .config import Policy, Settings
+from .errors import ConfigError
 from .lifecycle import run_until_signalled
 from .processor import run_processor
+from .redis_client import connect_redis
 from .state.keys import KeySpace
 
 #: The simulated centre: busy enough that figures move within seconds, and an incident
@@ -32,7 +36,7 @@ SIMULATION = ["--queues", "sales,support,billing", "--agents", "18", "--arrival-
 
 
 async def _answers(url: str) -> bool:
-    client = aioredis.Redis.from_url(url, socket_connect_timeout=1)
+    client = aioredis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
     try:
         return bool(await client.ping())
     except (RedisError, OSError):
@@ -43,7 +47,7 @@ async def _answers(url: str) -> bool:
 
 async def _forget(url: str, keys: KeySpace) -> None:
     """Delete the demo's keys from a Redis it borrowed."""
-    client = aioredis.Redis.from_url(url)
+    client = await connect_redis(url)
     try:
         batch = [key async for key in client.scan_iter(match=f"{keys.root}:*", count=1000)]
         for start in range(0, len(batch), 1000):
@@ -72,8 +76,26 @@ the agents walk away for 5 minutes and abandonment spikes.
 """
 
 
+def _check_port_free(port: int) -> None:
+    """Refuse at once, before starting anything, a port another program listens on."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigError(f"port {port} is already in use (another callstream demo?): "
+                                  "stop that program or choose another with --port") from None
+            raise ConfigError(f"cannot listen on 127.0.0.1:{port} ({exc.strerror}): "
+                              "choose another port with --port") from None
+
+
 async def run_demo(port: int, stop: asyncio.Event) -> None:
-    """Start everything, run until ``stop`` is set, then take everything down again."""
+    """Start everything, run until ``stop`` is set, then take everything down again.
+
+    Should the processor end by itself (it could not start), the demo ends with it.
+    """
+    _check_port_free(port)
     base = Settings()
     with contextlib.ExitStack() as services:
         broker = services.enter_context(EmbeddedBroker())
@@ -95,10 +117,15 @@ async def run_demo(port: int, stop: asyncio.Event) -> None:
         processor = asyncio.create_task(run_processor(settings, Policy(), stop))
         simulator = asyncio.create_task(
             simulate.produce(settings, command.config, 1.0, None))
-        print(_banner(settings, borrowed), file=sys.stderr, flush=True)
+        stopping = asyncio.create_task(stop.wait())
         try:
-            await stop.wait()
+            await asyncio.wait({processor, stopping}, timeout=1.0,
+                               return_when=asyncio.FIRST_COMPLETED)
+            if not processor.done():
+                print(_banner(settings, borrowed), file=sys.stderr, flush=True)
+                await asyncio.wait({processor, stopping}, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            stopping.cancel()
             simulator.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await simulator
