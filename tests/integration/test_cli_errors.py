@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from harness import REDIS_URL, http_status, unique_settings, wait_until
-from stream.broker import EmbeddedBroker, free_port
+from stream.broker import EmbeddedBroker, EmbeddedRedis, free_port
 
 #: Every signalled stop must end the process this soon (contract: within 10 s).
 STOP_WITHIN_SECONDS = 10.0
@@ -214,3 +214,25 @@ async def http_json_any(url: str) -> dict[str, object]:
     async with aiohttp.ClientSession() as session, session.get(url) as response:
         body: dict[str, object] = await response.json()
         return body
+
+
+async def test_sigterm_while_redis_hangs_later(tmp_path: Path, broker: EmbeddedBroker) -> None:
+    redis = EmbeddedRedis().start()
+    paused = redis._process
+    assert paused is not None
+    try:
+        settings = unique_settings(broker.bootstrap, redis_url=redis.url)
+        env = cli_env(tmp_path, CALLSTREAM_REDIS_URL=redis.url, **_kafka_env(settings))
+        url = f"http://127.0.0.1:{env['CALLSTREAM_HTTP_PORT']}"
+        process = cli(tmp_path, "run", env=env)
+        try:
+            await wait_until(lambda: _status_is(url + "/readyz", 200), timeout=30)
+            paused.send_signal(signal.SIGSTOP)
+            await wait_until(lambda: _status_is(url + "/readyz", 503), timeout=10)
+        finally:
+            took, _, err = stop_with(process)
+        assert took < STOP_WITHIN_SECONDS, err
+        assert "Traceback" not in err
+    finally:
+        paused.send_signal(signal.SIGCONT)
+        redis.stop()
