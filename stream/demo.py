@@ -25,7 +25,7 @@ from .config import Policy, Settings
 from .errors import ConfigError
 from .lifecycle import run_until_signalled
 from .processor import run_processor
-from .redis_client import connect_redis
+from .redis_client import connect_redis, display_url
 from .state.keys import KeySpace
 
 #: The simulated centre: busy enough that figures move within seconds, and an incident
@@ -66,7 +66,7 @@ callstream demo is running (Ctrl-C stops everything)
   metrics     {web}/metrics
   queues API  {web}/api/queues
   Kafka       {settings.kafka_bootstrap} (embedded tansu)
-  Redis       {settings.redis_url} ({redis_note}, keys under {settings.redis_prefix}:)
+  Redis       {display_url(settings.redis_url)} ({redis_note}, keys under {settings.redis_prefix}:)
 
   watch callback offers:  kcat -b {settings.kafka_bootstrap} -t {settings.topic_offers} -C
   watch raw events:       kcat -b {settings.kafka_bootstrap} -t {settings.topic_events} -C

@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 from typing import Any
-from urllib.parse import urlsplit
 
 from redis.exceptions import RedisError
 
 from .config import Settings
 from .errors import ConfigError, ServiceUnavailable
 from .events import normalise_caller
-from .redis_client import connect_redis
+from .redis_client import connect_redis, display_url
 from .state.keys import KeySpace
 
 
@@ -23,14 +22,8 @@ async def _change(action: str, number: str | None) -> list[str]:
         return await _change_in(settings.redis_url, key, action, number)
     except (RedisError, OSError) as exc:
         raise ServiceUnavailable(
-            f"Redis does not answer at {_where(settings.redis_url)} ({type(exc).__name__}: "
+            f"Redis does not answer at {display_url(settings.redis_url)} ({type(exc).__name__}: "
             f"{exc}); start it or check CALLSTREAM_REDIS_URL") from None
-
-
-def _where(url: str) -> str:
-    """Host and port of a Redis URL, never its password."""
-    parts = urlsplit(url)
-    return parts.path if parts.scheme == "unix" else f"{parts.hostname}:{parts.port or 6379}"
 
 
 async def _change_in(url: str, key: str, action: str, number: str | None) -> list[str]:

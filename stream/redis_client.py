@@ -42,6 +42,16 @@ def check_redis_url(url: str) -> str:
     return url
 
 
+def display_url(url: str) -> str:
+    """``url`` as logs and banners may show it: any password replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{user}:***@{host}").geturl()
+
+
 def redis_options() -> dict[str, Any]:
     """The timeouts every client gets."""
     return {"socket_timeout": SOCKET_TIMEOUT_SECONDS,
