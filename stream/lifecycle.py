@@ -46,18 +46,17 @@ def run_until_signalled(main: Coroutine[Any, Any, None], stop: asyncio.Event, *,
         task = asyncio.current_task()
         assert task is not None
 
-        def cancel() -> None:
+        def cancel(why: str) -> None:
             if not task.done():
-                log.warning("still stopping after %g s; cancelling what is left",
-                            cancel_after if stop.is_set() else 0)
+                log.warning("%s; cancelling what is left", why)
                 task.cancel()
 
         def on_signal() -> None:
             if stop.is_set():  # asked twice: do not wait any longer
-                cancel()
+                cancel("asked again to stop")
                 return
             stop.set()
-            loop.call_later(cancel_after, cancel)
+            loop.call_later(cancel_after, cancel, f"still stopping after {cancel_after:g} s")
             timer = threading.Timer(deadline, _exit_now, (deadline,))
             timer.daemon = True
             timer.start()

@@ -55,8 +55,9 @@ async def _unless_stopped(attempt: Awaitable[T], stop: asyncio.Event, timeout: f
     if task.done():
         return task.result()
     task.cancel()
-    with contextlib.suppress(BaseException):
-        await asyncio.wait_for(task, 1.0)
+    await asyncio.wait({task}, timeout=1.0)  # let it close what it opened
+    if task.done() and not task.cancelled():
+        task.exception()  # retrieved: it failed while being given up, nothing to report
     if stop.is_set():
         raise _Stopped
     raise TimeoutError(f"no answer within {timeout:g} s: is this the right address, and the "
