@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integrat
 from harness import ProcessorProcess, http_text, unique_settings
 from stream.broker import EmbeddedBroker
 from stream.config import Policy, Settings
-from stream.consume import Consumer, Health
+from stream.consume import Consumer
+from stream.health import Health
 from stream.kafka_io import all_topics, ensure_topics, make_producer
 from stream.metrics import build_registry
 from stream.snapshots import bucket_windows, iso

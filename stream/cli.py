@@ -75,9 +75,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _settings_error(exc: ValidationError) -> str:
-    return "; ".join(
-        f"CALLSTREAM_{str(err['loc'][0]).upper()}: {err['msg']}" for err in exc.errors()
-    )
+    """One line naming each bad variable and what is wrong with it."""
+    problems = []
+    for err in exc.errors():
+        name = f"CALLSTREAM_{str(err['loc'][0]).upper()}" if err["loc"] else "settings"
+        message = str(err["msg"]).removeprefix("Value error, ").removeprefix(f"{name} ")
+        problems.append(f"{name}: {message}")
+    return "; ".join(problems)
 
 
 if __name__ == "__main__":

@@ -6,17 +6,27 @@ contract is written here and nowhere else.
 
 from __future__ import annotations
 
+import os
 import re
+import socket
 import tomllib
 from datetime import time
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import ConfigError
+from .redis_client import check_redis_url
 
 ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
 _ID_RE = re.compile(ID_PATTERN)
@@ -48,6 +58,15 @@ def is_valid_id(value: str) -> bool:
     return bool(_ID_RE.fullmatch(value))
 
 
+_TOPIC_ROOT_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}(/[A-Za-z0-9_.:-]{1,64}){0,7}$"
+
+
+def _default_instance() -> str:
+    """``host-pid``: unique among the processes of a deployment, readable in a status list."""
+    host = re.sub(r"[^A-Za-z0-9_.:-]", "-", socket.gethostname())[:48] or "host"
+    return f"{host}-{os.getpid()}"
+
+
 class Settings(BaseSettings):
     """Process settings, from ``CALLSTREAM_*`` variables or a ``.env`` file."""
 
@@ -63,8 +82,12 @@ class Settings(BaseSettings):
     )
     kafka_sasl_mechanism: str = "PLAIN"
     kafka_sasl_username: str = ""
-    kafka_sasl_password: str = ""
+    kafka_sasl_password: SecretStr = SecretStr("")
     kafka_ssl_cafile: str = ""
+    #: A client certificate (PEM) and its key, for brokers that authenticate clients by TLS.
+    kafka_ssl_certfile: str = ""
+    kafka_ssl_keyfile: str = ""
+    kafka_ssl_key_password: SecretStr = SecretStr("")
     #: Off by default: tansu's memory engine refuses the idempotent producer.
     kafka_idempotence: bool = False
     kafka_batch_max: int = Field(default=10_000, ge=1)
@@ -72,10 +95,16 @@ class Settings(BaseSettings):
     redis_url: str = "redis://localhost:6379/0"
     redis_prefix: str = Field(default="cs", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
     mqtt_url: str = ""
+    #: Root of every MQTT topic: ``{root}/wallboard/{queue_id}``, ``{root}/status/{instance}``.
+    mqtt_prefix: str = Field(default="callstream", pattern=_TOPIC_ROOT_PATTERN)
+    #: CA bundle (PEM) that signs the broker's certificate, for ``mqtts://``.
+    mqtt_cafile: str = ""
+    #: This process's name in ``{root}/status/{instance}`` and its MQTT client id.
+    instance: str = Field(default_factory=_default_instance, pattern=ID_PATTERN)
 
     http_host: str = "0.0.0.0"
     http_port: int = Field(default=8000, ge=0, le=65535)
-    http_token: str = ""
+    http_token: SecretStr = SecretStr("")
 
     windows: str = "5m,15m,1h"
     clock: Literal["wall", "event"] = "wall"
@@ -92,6 +121,22 @@ class Settings(BaseSettings):
     max_agents: int = Field(default=5000, ge=1)
 
     log_level: str = "INFO"
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str) -> str:
+        try:
+            return check_redis_url(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile",
+                     "mqtt_cafile")
+    @classmethod
+    def _check_file(cls, value: str) -> str:
+        if value and not Path(value).is_file():
+            raise ValueError(f"{value} is not a readable file")
+        return value
 
     @field_validator("windows")
     @classmethod
@@ -199,7 +244,10 @@ class Policy(BaseModel):
 
 
 def load_policy(path: str) -> Policy:
-    """Read the TOML policy file; refuse it whole, naming file, key and rule, if wrong."""
+    """Read the TOML policy file; refuse it whole, naming file, key and rule, if wrong.
+
+    Every mistake of the file is reported in the one message, not only the first.
+    """
     if not path:
         return Policy()
     file = Path(path)
@@ -212,43 +260,60 @@ def load_policy(path: str) -> Policy:
                           f"{exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    problems: list[str] = []
     unknown = set(raw) - {"defaults", "queues"}
     if unknown:
-        raise ConfigError(
-            f"{path}: unknown table(s) {sorted(unknown)}; allowed: [defaults], [queues.<id>]"
-        )
+        problems.append(
+            f"unknown table(s) {sorted(unknown)}; allowed: [defaults], [queues.<id>]")
     defaults_raw = raw.get("defaults", {})
-    defaults = _queue_policy(path, "defaults", defaults_raw)
+    defaults = _queue_policy("defaults", defaults_raw, problems)
+    if not isinstance(defaults_raw, dict):
+        defaults_raw = {}
     tables = raw.get("queues", {})
     if not isinstance(tables, dict):
-        raise ConfigError(f"{path}: queues must be a table of tables like [queues.sales]")
+        problems.append("queues must be a table of tables like [queues.sales]")
+        tables = {}
     queues: dict[str, QueuePolicy] = {}
     for queue_id, overrides in tables.items():
-        if not isinstance(overrides, dict):
-            raise ConfigError(f"{path}: queues.{queue_id} must be a table [queues.{queue_id}]")
         if not is_valid_id(queue_id):
-            raise ConfigError(
-                f"{path}: [queues.{queue_id}]: a queue id is 1-64 chars of [A-Za-z0-9_.:-]"
-            )
-        queues[queue_id] = _queue_policy(path, f"queues.{queue_id}", defaults_raw | overrides)
+            problems.append(f"[queues.{queue_id}]: a queue id is 1-64 chars of [A-Za-z0-9_.:-]")
+        if not isinstance(overrides, dict):
+            problems.append(f"queues.{queue_id} must be a table [queues.{queue_id}]")
+            continue
+        # Keys wrong in [defaults] are reported once, there, not again for every queue.
+        inherited = defaults_raw if defaults is not None else {}
+        policy = _queue_policy(f"queues.{queue_id}", inherited | overrides, problems)
+        if policy is not None:
+            queues[queue_id] = policy
+    if problems:
+        count = f"{len(problems)} problems" if len(problems) > 1 else "1 problem"
+        if any(p.endswith(_UNKNOWN_KEY) for p in problems):
+            problems.append("allowed: " + ", ".join(QueuePolicy.model_fields))
+        raise ConfigError(f"{path}: {count}: " + "; ".join(problems))
+    assert defaults is not None
     return Policy(defaults=defaults, queues=queues)
 
 
-def _queue_policy(path: str, table: str, values: object) -> QueuePolicy:
+def _queue_policy(table: str, values: object, problems: list[str]) -> QueuePolicy | None:
+    """The table's policy, or None with its every mistake added to ``problems``."""
     if not isinstance(values, dict):
-        raise ConfigError(f"{path}: [{table}] must be a table of settings")
+        problems.append(f"[{table}] must be a table of settings")
+        return None
     try:
         return QueuePolicy(**values)
     except ValidationError as exc:
-        problems = "; ".join(
+        problems.extend(
             f"{table}.{'.'.join(str(p) for p in err['loc'])}: {_describe(err)}"
             for err in exc.errors()
         )
-        raise ConfigError(f"{path}: {problems}") from None
+        return None
+
+
+_UNKNOWN_KEY = "unknown key"
 
 
 def _describe(err: object) -> str:
     assert isinstance(err, dict)
     if err["type"] == "extra_forbidden":
-        return "unknown key; allowed: " + ", ".join(QueuePolicy.model_fields)
+        return _UNKNOWN_KEY
     return str(err["msg"])

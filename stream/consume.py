@@ -15,7 +15,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -25,6 +24,7 @@ from redis.exceptions import RedisError
 from .batching import PreparedBatch, add
 from .checkpoint import BatchHook, Checkpoint, FactHandler, Stopped
 from .config import Policy, Settings
+from .health import Health
 from .kafka_io import client_options, end_offsets, make_producer
 from .metrics import PipelineMetrics
 from .outage import Outage
@@ -39,19 +39,6 @@ FETCH_MAX_WAIT_MS = 50
 WATCH_SECONDS = 1.0
 #: Dead letters are copied whole: as large as anything the consumer can fetch.
 DLQ_MAX_REQUEST_BYTES = 8 * 1024 * 1024
-
-
-@dataclass
-class Health:
-    """What ``/readyz`` answers from; written by the consumer and the refresher."""
-
-    kafka_ok: bool = False
-    redis_ok: bool = False
-    assigned: bool = False
-
-    @property
-    def ready(self) -> bool:
-        return self.kafka_ok and self.redis_ok and self.assigned
 
 
 class Consumer:
@@ -92,14 +79,15 @@ class Consumer:
         #: source -> offset to read again from; set when Redis went back
         self._rewind: dict[str, int] | None = None
         self._server_ids: frozenset[str] | None = None
+        #: messages behind the end of the assigned partitions, at the last fetch
+        self._lag = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set, then finish the batch in flight and commit."""
         await self._producer.start()
         self._consumer.subscribe([self.topic], listener=_Listener(self))
         await self._consumer.start()
-        watchers = [asyncio.create_task(self._watch_kafka(stop)),
-                    asyncio.create_task(self._watch_redis(stop))]
+        watchers = [asyncio.create_task(self._watch_redis(stop))]
         try:
             while not stop.is_set():
                 try:
@@ -112,8 +100,12 @@ class Consumer:
                 self._record_lag(fetched)
                 records = [r for tp, batch in fetched.items() if tp in self._assigned
                            for r in batch]
+                if records:
+                    self.health.waiting(len(records) + self._lag)
                 prepared = await self._prepare(records) if records else None
                 await self._settle()
+                if not records:
+                    self.health.progressed(waiting=self._lag)
                 if self._rewind is not None:
                     self._seek_back()  # the batch just parsed is read again
                     continue
@@ -181,6 +173,7 @@ class Consumer:
         for partition, offset in batch.last_offsets.items():
             self._applied[partition] = offset
         await self.checkpoint.commit(batch)
+        self.health.progressed(waiting=self._lag)
 
     def _rules_for(self, batch: PreparedBatch) -> dict[str, QueueRules]:
         for queue_id in batch.state.queue_ids:
@@ -250,22 +243,14 @@ class Consumer:
     def _record_lag(self, fetched: dict[TopicPartition, list[Any]]) -> None:
         for tp, records in fetched.items():
             self._positions[tp] = records[-1].offset + 1
+        total = 0
         for tp, position in self._positions.items():
             highwater = self._consumer.highwater(tp)
             if highwater is not None:
-                self.metrics.lag.labels(str(tp.partition)).set(max(0, highwater - position))
-
-    async def _watch_kafka(self, stop: asyncio.Event) -> None:
-        """Kafka reachability for /readyz: a metadata request every second."""
-        while not stop.is_set():
-            try:
-                await asyncio.wait_for(self._consumer._client.fetch_all_metadata(), 2)
-                self.health.kafka_ok = True
-                self.kafka_outage.recovered()
-            except (KafkaError, OSError, TimeoutError) as exc:
-                self.health.kafka_ok = False
-                self.kafka_outage.failed(exc)
-            await asyncio.sleep(1)
+                lag = max(0, highwater - position)
+                self.metrics.lag.labels(str(tp.partition)).set(lag)
+                total += lag
+        self._lag = total
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         """Finish (apply and commit) the batch in flight before the partitions go."""

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
+import socket
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -22,8 +24,10 @@ from redis.exceptions import RedisError
 from . import dialler, simulate
 from .broker import EmbeddedBroker, EmbeddedRedis
 from .config import Policy, QueuePolicy, Settings
+from .errors import ConfigError
 from .lifecycle import run_until_signalled
 from .processor import run_processor
+from .redis_client import connect_redis, display_url
 from .state.keys import KeySpace
 
 #: Simulated time already past when the demo starts, fast-forwarded: every window (up to
@@ -45,7 +49,7 @@ DIALLER_ANSWER_RATE = 0.6
 
 
 async def _answers(url: str) -> bool:
-    client = aioredis.Redis.from_url(url, socket_connect_timeout=1)
+    client = aioredis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
     try:
         return bool(await client.ping())
     except (RedisError, OSError):
@@ -56,7 +60,7 @@ async def _answers(url: str) -> bool:
 
 async def _forget(url: str, keys: KeySpace) -> None:
     """Delete the demo's keys from a Redis it borrowed."""
-    client = aioredis.Redis.from_url(url)
+    client = await connect_redis(url)
     try:
         batch = [key async for key in client.scan_iter(match=f"{keys.root}:*", count=1000)]
         for start in range(0, len(batch), 1000):
@@ -75,7 +79,7 @@ callstream demo is running (Ctrl-C stops everything)
   metrics     {web}/metrics
   queues API  {web}/api/queues
   Kafka       {settings.kafka_bootstrap} (embedded tansu)
-  Redis       {settings.redis_url} ({redis_note}, keys under {settings.redis_prefix}:)
+  Redis       {display_url(settings.redis_url)} ({redis_note}, keys under {settings.redis_prefix}:)
 
   watch callback offers:  kcat -b {settings.kafka_bootstrap} -t {settings.topic_offers} -C
   watch raw events:       kcat -b {settings.kafka_bootstrap} -t {settings.topic_events} -C
@@ -88,8 +92,26 @@ then the centre recovers.
 """
 
 
+def _check_port_free(port: int) -> None:
+    """Refuse at once, before starting anything, a port another program listens on."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigError(f"port {port} is already in use (another callstream demo?): "
+                                  "stop that program or choose another with --port") from None
+            raise ConfigError(f"cannot listen on 127.0.0.1:{port} ({exc.strerror}): "
+                              "choose another port with --port") from None
+
+
 async def run_demo(port: int, stop: asyncio.Event) -> None:
-    """Start everything, run until ``stop`` is set, then take everything down again."""
+    """Start everything, run until ``stop`` is set, then take everything down again.
+
+    Should the processor end by itself (it could not start), the demo ends with it.
+    """
+    _check_port_free(port)
     base = Settings()
     with contextlib.ExitStack() as services:
         broker = services.enter_context(EmbeddedBroker())
@@ -116,10 +138,15 @@ async def run_demo(port: int, stop: asyncio.Event) -> None:
         history = datetime.now(UTC) - timedelta(seconds=HISTORY_SECONDS)
         simulator = asyncio.create_task(
             simulate.produce(settings, command.config, 1.0, None, history, progress_in_place=True))
-        print(_banner(settings, borrowed), file=sys.stderr, flush=True)
+        stopping = asyncio.create_task(stop.wait())
         try:
-            await stop.wait()
+            await asyncio.wait({processor, stopping}, timeout=1.0,
+                               return_when=asyncio.FIRST_COMPLETED)
+            if not processor.done():
+                print(_banner(settings, borrowed), file=sys.stderr, flush=True)
+                await asyncio.wait({processor, stopping}, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            stopping.cancel()
             for task in (simulator, telephony):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -9,9 +9,11 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import TopicAlreadyExistsError
 
 from .config import Settings
+from .errors import ConfigError
 
 #: Retention given explicitly at creation: tansu reports only configs given then.
 DEFAULT_RETENTION_MS = 7 * 24 * 3600 * 1000
@@ -24,16 +26,37 @@ def client_options(settings: Settings) -> dict[str, Any]:
         "security_protocol": settings.kafka_security_protocol,
     }
     if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
-        options["ssl_context"] = ssl.create_default_context(
-            cafile=settings.kafka_ssl_cafile or None
-        )
+        options["ssl_context"] = ssl_context(settings)
     if settings.kafka_security_protocol.startswith("SASL"):
         options |= {
             "sasl_mechanism": settings.kafka_sasl_mechanism,
             "sasl_plain_username": settings.kafka_sasl_username,
-            "sasl_plain_password": settings.kafka_sasl_password,
+            "sasl_plain_password": settings.kafka_sasl_password.get_secret_value(),
         }
     return options
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext:
+    """TLS to the brokers: the CA that signs them, and a client certificate if configured."""
+    try:
+        context = ssl.create_default_context(cafile=settings.kafka_ssl_cafile or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"CALLSTREAM_KAFKA_SSL_CAFILE: cannot use "
+                          f"{settings.kafka_ssl_cafile} as a CA bundle ({exc})") from None
+    if settings.kafka_ssl_certfile:
+        try:
+            context.load_cert_chain(
+                settings.kafka_ssl_certfile, settings.kafka_ssl_keyfile or None,
+                settings.kafka_ssl_key_password.get_secret_value() or None)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                "CALLSTREAM_KAFKA_SSL_CERTFILE / CALLSTREAM_KAFKA_SSL_KEYFILE: cannot load the "
+                f"client certificate and key ({exc}); check both files and "
+                "CALLSTREAM_KAFKA_SSL_KEY_PASSWORD") from None
+    elif settings.kafka_ssl_keyfile:
+        raise ConfigError("CALLSTREAM_KAFKA_SSL_KEYFILE is set without "
+                          "CALLSTREAM_KAFKA_SSL_CERTFILE: set both, or neither")
+    return context
 
 
 def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
@@ -47,8 +70,8 @@ def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
 async def ensure_topics(settings: Settings, names: list[str], partitions: int = 8) -> None:
     """Create the topics that do not exist yet (an operator may have made them already)."""
     admin = AIOKafkaAdminClient(**client_options(settings))
-    await admin.start()
     try:
+        await admin.start()
         existing = set(await admin.list_topics())
         missing = [
             NewTopic(name, partitions, 1, topic_configs={"retention.ms": str(DEFAULT_RETENTION_MS)})
@@ -60,6 +83,38 @@ async def ensure_topics(settings: Settings, names: list[str], partitions: int = 
                 await admin.create_topics(missing)
     finally:
         await admin.close()
+
+
+class KafkaProbe:
+    """Asks the brokers for their metadata: a Kafka that answers is reachable.
+
+    Connects on the first call and again after a failure, so a broker that was never
+    reached at start-up, or went away, is noticed when it is back.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._client: AIOKafkaClient | None = None
+
+    async def __call__(self) -> None:
+        if self._client is None:
+            self._client = AIOKafkaClient(**client_options(self.settings))
+            try:
+                await self._client.bootstrap()
+            except BaseException:
+                await self.close()
+                raise
+        try:
+            await self._client.fetch_all_metadata()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.close()
 
 
 def all_topics(settings: Settings) -> list[str]:

@@ -1,9 +1,12 @@
 """MQTT publisher: the wallboard as retained per-queue snapshots, plus callback and alert twins.
 
-A screen that subscribes to ``callstream/wallboard/{queue_id}`` gets the current figures at
-once (retained), then each change, at most once a second. Nothing upstream ever waits on the
-broker: snapshots are read from the hub, events go through a bounded outbox, and the publisher
-reconnects by itself when the broker goes away.
+Every topic sits under the root ``CALLSTREAM_MQTT_PREFIX`` (default ``callstream``). A screen
+that subscribes to ``{root}/wallboard/{queue_id}`` gets the current figures at once (retained),
+then each change, at most once a second; each message carries ``ready`` and the snapshot's
+``ts`` so a display can tell stale figures. ``{root}/status/{instance}`` holds ``online``
+(retained) while this process is connected, and ``offline`` once it left or its connection
+died (the last will). Nothing upstream ever waits on the broker: snapshots are read from the
+hub, events go through a bounded outbox, and the publisher reconnects by itself.
 """
 
 from __future__ import annotations
@@ -13,8 +16,6 @@ import contextlib
 import json
 import logging
 import math
-import os
-import socket
 import ssl
 import time
 from dataclasses import dataclass, field
@@ -30,9 +31,11 @@ from .web.hub import SnapshotHub
 
 log = logging.getLogger(__name__)
 
-WALLBOARD_TOPIC = "callstream/wallboard/{queue_id}"
-CALLBACKS_TOPIC = "callstream/callbacks/{queue_id}"
-ALERTS_TOPIC = "callstream/alerts/{queue_id}"
+WALLBOARD_TOPIC = "{root}/wallboard/{queue_id}"
+CALLBACKS_TOPIC = "{root}/callbacks/{queue_id}"
+ALERTS_TOPIC = "{root}/alerts/{queue_id}"
+STATUS_TOPIC = "{root}/status/{instance}"
+ONLINE, OFFLINE = b"online", b"offline"
 QOS = 1
 #: The contract allows at most one wallboard message per second per queue.
 MIN_INTERVAL_SECONDS = 1.0
@@ -97,6 +100,20 @@ def parse_mqtt_url(url: str) -> MqttTarget:
     )
 
 
+def _tls_context(target: MqttTarget, cafile: str) -> ssl.SSLContext | None:
+    """TLS for ``mqtts://``: the system's CAs, or the bundle of ``CALLSTREAM_MQTT_CAFILE``."""
+    if not target.tls:
+        if cafile:
+            raise ConfigError("CALLSTREAM_MQTT_CAFILE is set but CALLSTREAM_MQTT_URL is "
+                              "mqtt:// (no TLS): use mqtts://, or unset the CA file")
+        return None
+    try:
+        return ssl.create_default_context(cafile=cafile or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"CALLSTREAM_MQTT_CAFILE: cannot use {cafile} as a CA bundle "
+                          f"({exc})") from None
+
+
 def without_callers(value: Any) -> Any:
     """A deep copy minus any ``caller`` key: caller numbers never reach the wallboard."""
     if isinstance(value, dict):
@@ -113,8 +130,11 @@ class MqttPublisher:
         self, settings: Settings, hub: SnapshotHub, *, outbox_size: int = OUTBOX_SIZE
     ) -> None:
         self.target = parse_mqtt_url(settings.mqtt_url)
+        self.root = settings.mqtt_prefix
+        self.status_topic = STATUS_TOPIC.format(root=self.root, instance=settings.instance)
+        self.tls_context = _tls_context(self.target, settings.mqtt_cafile)
         self.hub = hub
-        self.client_id = f"callstream-{socket.gethostname()}-{os.getpid()}"
+        self.client_id = f"callstream-{settings.instance}"
         #: Events dropped because the outbox was full (the broker away for long).
         self.dropped = 0
         self._outbox: asyncio.Queue[Outgoing] = asyncio.Queue(outbox_size)
@@ -128,12 +148,12 @@ class MqttPublisher:
         self._connected_once = False
 
     def publish_callback(self, queue_id: str, offer: dict[str, Any]) -> None:
-        """Queue an offer for ``callstream/callbacks/{queue_id}``; never waits on the broker."""
-        self._enqueue(CALLBACKS_TOPIC.format(queue_id=queue_id), offer)
+        """Queue an offer for ``{root}/callbacks/{queue_id}``; never waits on the broker."""
+        self._enqueue(CALLBACKS_TOPIC.format(root=self.root, queue_id=queue_id), offer)
 
     def publish_alert(self, queue_id: str, alert: dict[str, Any]) -> None:
-        """Queue an alert for ``callstream/alerts/{queue_id}``; never waits on the broker."""
-        self._enqueue(ALERTS_TOPIC.format(queue_id=queue_id), alert)
+        """Queue an alert for ``{root}/alerts/{queue_id}``; never waits on the broker."""
+        self._enqueue(ALERTS_TOPIC.format(root=self.root, queue_id=queue_id), alert)
 
     def _enqueue(self, topic: str, payload: dict[str, Any]) -> None:
         if self._outbox.full():
@@ -184,13 +204,15 @@ class MqttPublisher:
             username=target.username,
             password=target.password,
             identifier=self.client_id,
-            tls_context=ssl.create_default_context() if target.tls else None,
+            tls_context=self.tls_context,
+            will=aiomqtt.Will(self.status_topic, OFFLINE, qos=QOS, retain=True),
         )
 
     async def _publish_until(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
         """Publish until ``stop`` is set; raises ``MqttError`` when the connection is lost."""
         # A restarted broker may have lost its retained messages: publish every queue again.
         self._sent.clear()
+        await client.publish(self.status_topic, ONLINE, qos=QOS, retain=True)
         workers = [
             asyncio.create_task(work)
             for work in (
@@ -209,23 +231,27 @@ class MqttPublisher:
         for worker in done:
             worker.result()
         await self._publish_events(client, until_empty=True)
+        # A clean DISCONNECT discards the last will: say goodbye in its place.
+        await client.publish(self.status_topic, OFFLINE, qos=QOS, retain=True)
 
     async def _publish_wallboard(self, client: aiomqtt.Client) -> None:
         while True:
             version, snapshot = self.hub.version, self.hub.snapshot
             next_due = math.inf
+            ready = snapshot.get("ready") is True
             for queue in snapshot["queues"]:
-                due = await self._publish_queue(client, queue, snapshot["ts"])
+                due = await self._publish_queue(client, queue, snapshot["ts"], ready)
                 next_due = min(next_due, due)
             wait = next_due - time.monotonic() if next_due < math.inf else _IDLE_SECONDS
             await self.hub.wait_newer(version, max(0.0, wait))
 
     async def _publish_queue(
-        self, client: aiomqtt.Client, queue: dict[str, Any], ts: str | None
+        self, client: aiomqtt.Client, queue: dict[str, Any], ts: str | None, ready: bool
     ) -> float:
-        """Publish a queue's figures if they changed; returns when a held-back change is due."""
+        """Publish a queue's figures if they (or readiness) changed; returns when a held-back
+        change is due."""
         queue_id = str(queue["queue_id"])
-        figures: dict[str, Any] = without_callers(queue)
+        figures: dict[str, Any] = without_callers(queue) | {"ready": ready}
         if self._sent.get(queue_id) == figures:
             return math.inf
         due = self._sent_at.get(queue_id, -math.inf) + MIN_INTERVAL_SECONDS
@@ -233,7 +259,8 @@ class MqttPublisher:
             return due
         payload = json.dumps(figures | {"ts": ts}).encode()
         await client.publish(
-            WALLBOARD_TOPIC.format(queue_id=queue_id), payload, qos=QOS, retain=True
+            WALLBOARD_TOPIC.format(root=self.root, queue_id=queue_id), payload, qos=QOS,
+            retain=True,
         )
         self._sent[queue_id] = figures
         self._sent_at[queue_id] = time.monotonic()

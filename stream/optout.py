@@ -6,18 +6,28 @@ import argparse
 import asyncio
 from typing import Any
 
-import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from .config import Settings
-from .errors import ConfigError
+from .errors import ConfigError, ServiceUnavailable
 from .events import normalise_caller
+from .redis_client import connect_redis, display_url
 from .state.keys import KeySpace
 
 
 async def _change(action: str, number: str | None) -> list[str]:
     settings = Settings()
     key = KeySpace(settings.redis_prefix).optout
-    client = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
+    try:
+        return await _change_in(settings.redis_url, key, action, number)
+    except (RedisError, OSError) as exc:
+        raise ServiceUnavailable(
+            f"Redis does not answer at {display_url(settings.redis_url)} ({type(exc).__name__}: "
+            f"{exc}); start it or check CALLSTREAM_REDIS_URL") from None
+
+
+async def _change_in(url: str, key: str, action: str, number: str | None) -> list[str]:
+    client = await connect_redis(url)
     try:
         if action == "list":
             return sorted(str(n) for n in await client.smembers(key))

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
+import ipaddress
 import logging
-import os
-import socket
 from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from aiohttp import web
 from aiokafka.errors import KafkaError
@@ -14,12 +16,15 @@ from redis.exceptions import RedisError
 
 from .callbacks import Callbacks
 from .config import Policy, Settings
-from .consume import Consumer, Health
+from .consume import Consumer
+from .errors import ConfigError
+from .health import Health, watch
 from .janitor import sweep_forever
-from .kafka_io import all_topics, ensure_topics
+from .kafka_io import KafkaProbe, all_topics, ensure_topics
 from .metrics import build_registry
 from .mqtt import MqttPublisher
 from .outage import Outage
+from .redis_client import Redis, connect_redis
 from .snapshots import SnapshotRefresher, bucket_windows
 from .state.keys import KeySpace
 from .state.store import StateStore
@@ -27,69 +32,163 @@ from .web.app import build_app
 from .web.hub import SnapshotHub
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+#: One start-up attempt that takes longer than this counts as failed (and is logged).
+ATTEMPT_TIMEOUT_SECONDS = 10.0
+#: Open HTTP connections get this long to finish at shutdown.
+HTTP_SHUTDOWN_SECONDS = 1.0
+STALE_CHECK_SECONDS = 0.25
 
 
-async def _until_reachable(what: Outage, stop: asyncio.Event,
-                           attempt: Callable[[], Awaitable[object]]) -> bool:
+class _Stopped(Exception):
+    """``stop`` was set while an attempt was still running."""
+
+
+async def _unless_stopped(attempt: Awaitable[T], stop: asyncio.Event, timeout: float) -> T:
+    """Await ``attempt``, but give it up at once when ``stop`` is set, and after ``timeout``
+    seconds (``TimeoutError``): a dependency that does not answer never holds up a stop."""
+    task = asyncio.ensure_future(attempt)
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({task, stopping}, timeout=timeout,
+                           return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    await asyncio.wait({task}, timeout=1.0)  # let it close what it opened
+    if task.done() and not task.cancelled():
+        task.exception()  # retrieved: it failed while being given up, nothing to report
+    if stop.is_set():
+        raise _Stopped
+    raise TimeoutError(f"no answer within {timeout:g} s: is this the right address, and the "
+                       f"right kind of server?")
+
+
+async def _until_reachable(what: Outage, dependency: str, health: Health, stop: asyncio.Event,
+                           attempt: Callable[[], Awaitable[object]],
+                           timeout: float = ATTEMPT_TIMEOUT_SECONDS) -> bool:
     """Retry ``attempt`` with backoff until it succeeds (True) or ``stop`` is set (False)."""
     while not stop.is_set():
         try:
-            await attempt()
+            await _unless_stopped(attempt(), stop, timeout)
             what.recovered()
+            health.reachable(dependency, True)
             return True
-        except (RedisError, KafkaError, OSError) as exc:
+        except _Stopped:
+            return False
+        except (RedisError, KafkaError, OSError, TimeoutError) as exc:
             what.failed(exc)
+            health.reachable(dependency, False, exc)
             await what.backoff(stop)
     return False
 
 
-def instance_name() -> str:
-    """This process among the processor instances: names its claims on outgoing messages."""
-    return f"{socket.gethostname()}-{os.getpid()}"
+def is_loopback(host: str) -> bool:
+    """True when ``host`` is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
-async def run_processor(settings: Settings, policy: Policy, stop: asyncio.Event) -> None:
+def _warn_if_open(settings: Settings) -> None:
+    if not settings.http_token.get_secret_value() and not is_loopback(settings.http_host):
+        log.warning("the HTTP API, metrics and wallboard on %s:%d are open to anyone who can "
+                    "reach this address: set CALLSTREAM_HTTP_TOKEN, or CALLSTREAM_HTTP_HOST="
+                    "127.0.0.1 to keep them local", settings.http_host, settings.http_port)
+
+
+async def _serve_http(app: web.Application, settings: Settings) -> web.AppRunner:
+    """Start listening; a port in use or a bad host is a one-line ``ConfigError``."""
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=HTTP_SHUTDOWN_SECONDS)
+    await runner.setup()
+    where = f"{settings.http_host}:{settings.http_port}"
+    try:
+        await web.TCPSite(runner, settings.http_host, settings.http_port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(
+                f"port {settings.http_port} is already in use on {settings.http_host} (another "
+                f"callstream?): stop that program or set CALLSTREAM_HTTP_PORT to a free port"
+            ) from None
+        raise ConfigError(f"cannot listen on {where} ({exc.strerror or exc}): check "
+                          f"CALLSTREAM_HTTP_HOST and CALLSTREAM_HTTP_PORT") from None
+    log.info("serving http://%s/ (metrics, api, wallboard)", where)
+    return runner
+
+
+async def _mark_stale(hub: SnapshotHub, health: Health, stop: asyncio.Event) -> None:
+    """The moment a dependency stops answering, the published snapshot says not ready, even
+    while the refresher waits on a Redis that hangs; the refresher's next snapshot (built
+    once Redis answers again) says ready again."""
+    while not stop.is_set():
+        if not health.ready and hub.snapshot.get("ready"):
+            hub.publish(hub.snapshot | {"ready": False})
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), STALE_CHECK_SECONDS)
+
+
+async def run_processor(settings: Settings, policy: Policy, stop: asyncio.Event,
+                        health: Health | None = None) -> None:
     """Run until ``stop`` is set; then finish the batch in flight, commit and return."""
     hub = SnapshotHub()
     mqtt = MqttPublisher(settings, hub) if settings.mqtt_url else None  # checks the URL now
     registry, metrics = build_registry(hub)
-    health = Health()
-    app = build_app(hub, registry, health, settings.http_token)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, settings.http_host, settings.http_port)
-    await site.start()
-    log.info("serving http://%s:%d/ (metrics, api, wallboard)", settings.http_host,
-             settings.http_port)
+    health = health if health is not None else Health()
+    app = build_app(hub, registry, health, settings.http_token.get_secret_value())
+    runner = await _serve_http(app, settings)
+    _warn_if_open(settings)
     store: StateStore | None = None
+    clients: dict[str, Redis] = {}
+    kafka_probe = KafkaProbe(settings)
     try:
         windows = bucket_windows(settings.window_seconds)
         holder: list[StateStore] = []
 
         async def connect() -> None:
+            client = await connect_redis(settings.redis_url)
+            clients["probe"] = client
             holder.append(await StateStore.connect(
                 settings.redis_url, windows, KeySpace(settings.redis_prefix),
                 max_queues=settings.max_queues, max_agents=settings.max_agents,
                 caller_facts=True))
 
-        if not await _until_reachable(Outage("Redis", "CALLSTREAM_REDIS_URL", log), stop,
-                                      connect):
+        if not await _until_reachable(Outage("Redis", "CALLSTREAM_REDIS_URL", log), "redis",
+                                      health, stop, connect):
             return
         store = holder[0]
-        if not await _until_reachable(Outage("Kafka", "CALLSTREAM_KAFKA_BOOTSTRAP", log), stop,
-                                      lambda: ensure_topics(settings, all_topics(settings))):
-            return
-        callbacks = Callbacks(settings, policy, store, hub, instance_name())
-        consumer = Consumer(settings, policy, store, metrics, health, handlers=[callbacks],
-                            hooks=[callbacks])
-        refresher = SnapshotRefresher(settings, policy, store, hub, health)
-        tasks = [consumer.run(stop), refresher.run(stop), callbacks.run(stop),
-                 sweep_forever(store, stop, handlers=[callbacks])]
-        if mqtt is not None:
-            callbacks.twins.append(mqtt)
-            tasks.append(mqtt.run(stop))
-        await asyncio.gather(*tasks)
+        background = [asyncio.create_task(watch(health, "redis", clients["probe"].ping, stop)),
+                      asyncio.create_task(_mark_stale(hub, health, stop))]
+        try:
+            if not await _until_reachable(
+                    Outage("Kafka", "CALLSTREAM_KAFKA_BOOTSTRAP", log), "kafka", health, stop,
+                    lambda: ensure_topics(settings, all_topics(settings))):
+                return
+            background.append(asyncio.create_task(watch(health, "kafka", kafka_probe, stop)))
+            callbacks = Callbacks(settings, policy, store, hub, settings.instance)
+            consumer = Consumer(settings, policy, store, metrics, health,
+                                handlers=[callbacks], hooks=[callbacks])
+            refresher = SnapshotRefresher(settings, policy, store, hub, health)
+            tasks: list[Awaitable[Any]] = [
+                consumer.run(stop), refresher.run(stop), callbacks.run(stop),
+                sweep_forever(store, stop, handlers=[callbacks])]
+            if mqtt is not None:
+                callbacks.twins.append(mqtt)
+                tasks.append(mqtt.run(stop))
+            await asyncio.gather(*tasks)
+        finally:
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
     finally:
         await runner.cleanup()
+        await kafka_probe.close()
+        for client in clients.values():
+            await client.aclose()
         if store is not None:
             await store.close()

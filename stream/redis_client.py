@@ -1,32 +1,78 @@
-"""Redis clients as callstream makes them: every call bounded in time, Clusters detected."""
+"""Every Redis client callstream opens: timeouts on every call, and Cluster detection.
+
+A Redis that stops answering (paused, a network partition) must surface as an error
+within seconds, never as a call that waits forever.
+"""
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 
 from .errors import ConfigError
 
-#: A Redis that does not answer within this many seconds is taken as unreachable.
-SOCKET_TIMEOUT_S = 2.0
-_SCHEMES = ("redis://", "rediss://", "unix://")
+Redis = aioredis.Redis | aioredis.RedisCluster
+
+#: Longest wait for one reply; a Lua call on a full batch takes well under a second.
+SOCKET_TIMEOUT_SECONDS = 5.0
+CONNECT_TIMEOUT_SECONDS = 3.0
+SCHEMES = ("redis", "rediss", "unix")
+_URL_RULE = ("CALLSTREAM_REDIS_URL must look like redis://[[user]:password@]host[:port][/db] "
+             "(rediss:// for TLS, unix:///path/to/socket)")
 
 
-async def connect_redis(url: str) -> aioredis.Redis | aioredis.RedisCluster:
-    """A client for ``url``; for a Redis Cluster node, a Cluster client."""
-    if not url.startswith(_SCHEMES):
-        raise ConfigError(f"CALLSTREAM_REDIS_URL={url!r} needs a scheme: "
-                          f"redis://host:6379/0, rediss:// (TLS) or unix://")
-    options: dict[str, Any] = {"decode_responses": True, "socket_timeout": SOCKET_TIMEOUT_S,
-                               "socket_connect_timeout": SOCKET_TIMEOUT_S}
-    client: aioredis.Redis = aioredis.Redis.from_url(url, **options)
+def check_redis_url(url: str) -> str:
+    """Return ``url`` if it names a Redis; else ``ConfigError`` naming the setting.
+
+    Messages never echo a URL that may hold a password.
+    """
+    try:
+        parts = urlsplit(url.strip())
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError as exc:
+        raise ConfigError(f"{_URL_RULE}; {exc}") from None
+    if parts.scheme.lower() not in SCHEMES:
+        shown = f" (got {url!r}, which has no scheme: try redis://{url})" if (
+            "@" not in url and "://" not in url) else ""
+        raise ConfigError(f"{_URL_RULE}{shown}")
+    if parts.scheme.lower() != "unix" and not parts.hostname:
+        raise ConfigError(f"{_URL_RULE}; the host is missing")
+    return url
+
+
+def display_url(url: str) -> str:
+    """``url`` as logs and banners may show it: any password replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{user}:***@{host}").geturl()
+
+
+def redis_options() -> dict[str, Any]:
+    """The timeouts every client gets."""
+    return {"socket_timeout": SOCKET_TIMEOUT_SECONDS,
+            "socket_connect_timeout": CONNECT_TIMEOUT_SECONDS}
+
+
+async def connect_redis(url: str, *, decode_responses: bool = True) -> Redis:
+    """A client for the Redis at ``url``, or for its Cluster when ``url`` names a Cluster
+    node; every call has a timeout. Raises ``ConfigError`` for a malformed URL and
+    ``redis.exceptions.RedisError`` / ``OSError`` while Redis does not answer."""
+    check_redis_url(url)
+    client: Redis = aioredis.Redis.from_url(url, decode_responses=decode_responses,
+                                            **redis_options())
     try:
         info = await client.info("cluster")
-        if not info.get("cluster_enabled"):
-            return client
-        await client.aclose()
-        return aioredis.RedisCluster.from_url(url, **options)
+        if info.get("cluster_enabled"):
+            await client.aclose()
+            client = aioredis.RedisCluster.from_url(url, decode_responses=decode_responses,
+                                                    **redis_options())
+            await client.initialize()
     except BaseException:
         await client.aclose()
         raise
+    return client

@@ -14,8 +14,8 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from .config import STAFFING_WINDOW_SECONDS, Policy, Settings
-from .consume import Health
 from .figures import agents_by_queue, queue_snapshot
+from .health import Health
 from .outage import Outage
 from .state.store import StateStore
 from .timefmt import rfc3339 as iso

@@ -2,24 +2,34 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from collections.abc import Awaitable, Callable
+from urllib.parse import urlencode
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from ..consume import Health
+from ..health import Health
 from . import wallboard
 from .hub import SnapshotHub
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _OPEN_PATHS = ("/healthz",)
+#: The wallboard's session cookie: a value derived from the token, never the token itself.
+COOKIE_NAME = "callstream_wallboard"
 
 
 def build_app(hub: SnapshotHub, registry: CollectorRegistry, health: Health,
               token: str = "") -> web.Application:
-    """The application; with ``token`` set, every path but /healthz needs it."""
+    """The application; with ``token`` set, every path but /healthz needs it.
+
+    API clients send ``Authorization: Bearer <token>``. A wall display opens
+    ``/wallboard?token=<token>`` once: the page answers with a cookie and sends the browser
+    on to ``/wallboard`` without the token, so the token is in no later URL, log or history,
+    and the event stream authenticates by that cookie.
+    """
     middlewares: list[Middleware] = [_token_guard(token)] if token else []
     app = web.Application(middlewares=middlewares)
 
@@ -28,12 +38,10 @@ def build_app(hub: SnapshotHub, registry: CollectorRegistry, health: Health,
                             headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(_: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+        return web.json_response(health.liveness(), status=200 if health.live else 503)
 
     async def readyz(_: web.Request) -> web.Response:
-        body = {"ready": health.ready, "kafka": health.kafka_ok, "redis": health.redis_ok,
-                "assigned": health.assigned}
-        return web.json_response(body, status=200 if health.ready else 503)
+        return web.json_response(health.readiness(), status=200 if health.ready else 503)
 
     async def queues(_: web.Request) -> web.Response:
         return web.json_response(hub.snapshot)
@@ -55,19 +63,44 @@ def build_app(hub: SnapshotHub, registry: CollectorRegistry, health: Health,
     return app
 
 
+def bearer_token(request: web.Request) -> str | None:
+    """The token of an ``Authorization: Bearer`` header (the scheme in any case)."""
+    scheme, _, value = request.headers.get("Authorization", "").strip().partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else None
+
+
+def _same(given: str, expected: str) -> bool:
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
 def _token_guard(token: str) -> Middleware:
-    """Bearer token in the Authorization header, or ``?token=`` for kiosk browsers."""
+    """Bearer token on every path; on the wallboard's paths also its cookie, which
+    ``/wallboard?token=`` trades for the token."""
+    cookie = hmac.new(token.encode(), b"callstream wallboard cookie", hashlib.sha256).hexdigest()
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path in _OPEN_PATHS:
             return await handler(request)
-        given = request.query.get("token", "")
-        auth = request.headers.get("Authorization", "")
-        if auth.startswith("Bearer "):
-            given = auth[7:]
-        if not hmac.compare_digest(given.encode(), token.encode()):
-            raise web.HTTPUnauthorized(text="missing or wrong token (CALLSTREAM_HTTP_TOKEN)")
-        return await handler(request)
+        given = bearer_token(request)
+        if given is not None and _same(given, token):
+            return await handler(request)
+        on_wallboard = request.path in (wallboard.WALLBOARD_PATH, wallboard.EVENTS_PATH)
+        if on_wallboard and _same(request.cookies.get(COOKIE_NAME, ""), cookie):
+            return await handler(request)
+        if request.path == wallboard.WALLBOARD_PATH and _same(request.query.get("token", ""),
+                                                              token):
+            # Relative, so that a reverse proxy's path prefix is kept.
+            query = request.url.query.copy()
+            query.popall("token")
+            location = "wallboard" + (f"?{urlencode(list(query.items()))}" if query else "")
+            response = web.HTTPSeeOther(location=location)
+            response.set_cookie(COOKIE_NAME, cookie, httponly=True, samesite="Strict",
+                                secure=request.secure)
+            raise response
+        raise web.HTTPUnauthorized(
+            text="missing or wrong token (CALLSTREAM_HTTP_TOKEN): send "
+                 "'Authorization: Bearer <token>', or open /wallboard?token=<token> once")
 
     return guard
+

@@ -12,6 +12,7 @@ import asyncio
 import json
 import math
 import re
+import time
 from collections.abc import Iterable, Mapping
 from importlib.resources import files
 from typing import Any
@@ -28,6 +29,8 @@ EVENTS_PATH = "/wallboard/events"
 HEARTBEAT_SECONDS = 0.5
 #: Tells EventSource how soon to reconnect after the stream drops.
 RECONNECT_MILLISECONDS = 1000
+#: A snapshot not renewed for this long is sent as not ready: the refresher is stuck.
+SNAPSHOT_STALE_SECONDS = 3.0
 
 _QUEUE_NUMBERS = ("waiting", "longest_wait_seconds", "ewt_seconds", "agents_required")
 _AGENT_STATES = ("available", "busy", "wrapup", "away", "offline")
@@ -88,13 +91,16 @@ async def _stream(
     try:
         await response.prepare(request)
         await response.write(f"retry: {RECONNECT_MILLISECONDS}\n\n".encode())
-        sent_version = hub.version
+        sent_version, renewed_at = hub.version, time.monotonic()
         message = sse_message(wallboard_view(hub.snapshot, queue_ids))
         while not closing.is_set():
             await response.write(message)
             if await hub.wait_newer(sent_version, HEARTBEAT_SECONDS) != sent_version:
-                sent_version = hub.version
+                sent_version, renewed_at = hub.version, time.monotonic()
                 message = sse_message(wallboard_view(hub.snapshot, queue_ids))
+            elif time.monotonic() - renewed_at > SNAPSHOT_STALE_SECONDS:
+                message = sse_message(wallboard_view(hub.snapshot | {"ready": False},
+                                                     queue_ids))
     except ConnectionResetError:
         pass  # the display went away; nothing to tell anyone
     return response

@@ -1,21 +1,26 @@
 """The MQTT publisher against a real Mosquitto: retained wallboard, rate limit, events, reconnect.
 
-Topics are fixed by the contract, so every test uses queue ids of its own and clears the
-retained messages it leaves on the shared broker.
+Every test uses queue ids (or a topic root) of its own and clears the retained messages it
+leaves on the shared broker.
 """
 
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
 import logging
 import os
+import shutil
 import socket
+import ssl
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, suppress
+from pathlib import Path
 from typing import Any
 
 import aiomqtt
@@ -191,8 +196,11 @@ async def clear_retained(queue_ids: list[str], port: int = PORT) -> None:
             await client.publish(f"callstream/wallboard/{queue_id}", b"", qos=1, retain=True)
 
 
-def publisher_for(hub: SnapshotHub, port: int = PORT, **options: Any) -> MqttPublisher:
-    return MqttPublisher(Settings(mqtt_url=f"mqtt://{HOST}:{port}"), hub, **options)
+def publisher_for(hub: SnapshotHub, port: int = PORT, settings: Settings | None = None,
+                  **options: Any) -> MqttPublisher:
+    settings = settings or Settings()
+    return MqttPublisher(settings.model_copy(update={"mqtt_url": f"mqtt://{HOST}:{port}"}), hub,
+                         **options)
 
 
 def figures(message: aiomqtt.Message) -> dict[str, Any]:
@@ -224,7 +232,7 @@ async def test_fresh_subscriber_gets_a_retained_snapshot_per_queue() -> None:
                 await fresh.wait_for(topics[1])
         (one,), (two,) = fresh.on(topics[0]), fresh.on(topics[1])
         assert one.retain and two.retain and one.qos == 1
-        assert figures(one) == first["queues"][0] | {"ts": first["ts"]}
+        assert figures(one) == first["queues"][0] | {"ts": first["ts"], "ready": True}
         assert figures(two)["agents"] == {"available": 2}
         assert b"+33612345678" not in two.payload
     finally:
@@ -374,3 +382,177 @@ async def test_reconnects_and_republishes_retained_snapshots(
     back = [r for r in caplog.records if "reachable again" in r.getMessage()]
     assert len(lost) == 1 and len(back) == 1
     assert "CALLSTREAM_MQTT_URL" in lost[0].getMessage()
+
+
+# --- topic root, readiness, status and last will ---------------------------------------------
+
+
+def own_root() -> str:
+    return f"t{uuid.uuid4().hex[:8]}/callstream"
+
+
+async def clear_topics(topics: list[str], port: int = PORT) -> None:
+    async with aiomqtt.Client(HOST, port) as client:
+        for topic in topics:
+            await client.publish(topic, b"", qos=1, retain=True)
+
+
+@needs_mosquitto
+async def test_topics_sit_under_the_configured_root_and_carry_ready_and_ts() -> None:
+    root = own_root()
+    (q,) = ids(1)
+    topic, callbacks = f"{root}/wallboard/{q}", f"{root}/callbacks/{q}"
+    hub = SnapshotHub()
+    first = snapshot(queue(q, 2))
+    hub.publish(first)
+    publisher = publisher_for(hub, settings=Settings(mqtt_prefix=root, instance="edge-1"))
+    try:
+        async with subscribed(topic, callbacks) as live, running(publisher):
+            await live.wait_for(topic)
+            publisher.publish_callback(q, {"offer_id": "o1"})
+            await live.wait_for(callbacks)
+            await asyncio.sleep(1.1)
+            # Same figures, processor no longer ready: published again, so a display sees it.
+            hub.publish(first | {"ready": False})
+            await live.wait_for(topic, count=2)
+        one, two = live.on(topic)
+        assert figures(one)["ready"] is True and figures(one)["ts"] == first["ts"]
+        assert figures(two)["ready"] is False and figures(two)["waiting"] == 2
+        assert not live.on(f"callstream/wallboard/{q}")
+    finally:
+        await clear_topics([topic, f"{root}/status/edge-1"])
+
+
+@needs_mosquitto
+async def test_status_is_online_while_connected_and_offline_after_a_clean_stop() -> None:
+    root = own_root()
+    status = f"{root}/status/edge-2"
+    publisher = publisher_for(SnapshotHub(), settings=Settings(mqtt_prefix=root,
+                                                               instance="edge-2"))
+    try:
+        async with running(publisher):
+            async with subscribed(status) as live:  # published at all, before checking retain
+                await live.wait_for(status)
+            async with subscribed(status) as fresh:
+                await fresh.wait_for(status)
+            (online,) = fresh.on(status)
+            assert online.payload == b"online" and online.retain
+        async with subscribed(status) as after:
+            await after.wait_for(status)
+        (offline,) = after.on(status)
+        assert offline.payload == b"offline" and offline.retain
+    finally:
+        await clear_topics([status])
+
+
+CHILD = """
+import asyncio, sys
+from stream.config import Settings
+from stream.mqtt import MqttPublisher
+from stream.web.hub import SnapshotHub
+
+async def main():
+    settings = Settings(mqtt_url=sys.argv[1], mqtt_prefix=sys.argv[2], instance="edge-3")
+    await MqttPublisher(settings, SnapshotHub()).run(asyncio.Event())
+
+asyncio.run(main())
+"""
+
+
+@needs_mosquitto
+async def test_the_last_will_says_offline_when_the_process_dies() -> None:
+    root = own_root()
+    status = f"{root}/status/edge-3"
+    child = subprocess.Popen([sys.executable, "-c", CHILD, f"mqtt://{HOST}:{PORT}", root])
+    try:
+        async with subscribed(status) as live:
+            await live.wait_for(status, timeout=10)
+            assert live.on(status)[0].payload == b"online"
+            child.kill()  # no DISCONNECT: the broker sees the connection die
+            child.wait()
+            await live.wait_for(status, count=2, timeout=5)
+        assert live.on(status)[1].payload == b"offline"
+        async with subscribed(status) as after:  # and it stays, retained
+            await after.wait_for(status)
+        assert after.on(status)[0].payload == b"offline"
+    finally:
+        child.kill()
+        child.wait()
+        await clear_topics([status])
+
+
+# --- TLS with a CA file of the operator's own --------------------------------------------------
+
+
+def _make_ca_and_server_cert(directory: Path) -> None:
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+            "/CN=callstream test CA", "-keyout", "ca.key", "-out", "ca.pem")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+            "-keyout", "server.key", "-out", "server.csr")
+    (directory / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n", encoding="utf-8")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "server.pem")
+
+
+@pytest.fixture
+def tls_mosquitto(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    if not os.access(MOSQUITTO, os.X_OK) or shutil.which("openssl") is None:
+        pytest.skip("needs mosquitto and openssl")
+    _make_ca_and_server_cert(tmp_path)
+    port = free_port()
+    (tmp_path / "mosquitto.conf").write_text(
+        # Started as root, mosquitto would drop to a user that cannot read tmp_path.
+        f"user {getpass.getuser()}\nlistener {port} 127.0.0.1\nallow_anonymous true\n"
+        f"cafile {tmp_path / 'ca.pem'}\ncertfile {tmp_path / 'server.pem'}\n"
+        f"keyfile {tmp_path / 'server.key'}\n", encoding="utf-8")
+    process = subprocess.Popen([MOSQUITTO, "-c", str(tmp_path / "mosquitto.conf")],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 5
+        while not _listening(port):
+            assert process.poll() is None, "mosquitto (TLS) exited at start"
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        yield port, tmp_path / "ca.pem"
+    finally:
+        process.kill()
+        process.wait()
+
+
+async def test_mqtts_with_the_operators_ca_file(tls_mosquitto: tuple[int, Path]) -> None:
+    port, ca = tls_mosquitto
+    (q,) = ids(1)
+    hub = SnapshotHub()
+    hub.publish(snapshot(queue(q, 5)))
+    settings = Settings(mqtt_url=f"mqtts://{HOST}:{port}", mqtt_cafile=str(ca))
+    context = ssl.create_default_context(cafile=str(ca))
+    async with (running(MqttPublisher(settings, hub)),
+                aiomqtt.Client(HOST, port, tls_context=context) as client):
+        await client.subscribe(f"callstream/wallboard/{q}", qos=1)
+        async with asyncio.timeout(5):
+            async for message in client.messages:
+                assert figures(message)["waiting"] == 5
+                break
+
+
+async def test_mqtts_without_the_ca_file_refuses_the_broker(
+    tls_mosquitto: tuple[int, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    port, _ = tls_mosquitto
+    caplog.set_level(logging.INFO, logger="stream.mqtt")
+    settings = Settings(mqtt_url=f"mqtts://{HOST}:{port}")
+    async with running(MqttPublisher(settings, SnapshotHub())):
+        await asyncio.sleep(0.5)
+    (lost,) = [r for r in caplog.records if "unreachable" in r.getMessage()]
+    assert "CERTIFICATE_VERIFY_FAILED" in lost.getMessage() or "certificate" in \
+        lost.getMessage().lower()
+
+
+def test_a_ca_file_without_tls_is_refused(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("x", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"CALLSTREAM_MQTT_CAFILE .* mqtts://"):
+        MqttPublisher(Settings(mqtt_url="mqtt://broker", mqtt_cafile=str(ca)), SnapshotHub())

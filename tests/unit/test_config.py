@@ -280,6 +280,13 @@ def test_settings_from_dotenv_file_below_environment(
         ("CALLSTREAM_WINDOWS", "", "windows"),
         ("CALLSTREAM_HTTP_PORT", "70000", "http_port"),
         ("CALLSTREAM_HTTP_PORT", "http", "http_port"),
+        ("CALLSTREAM_REDIS_URL", "localhost:6379", "redis_url"),
+        ("CALLSTREAM_REDIS_URL", "http://localhost:6379", "redis_url"),
+        ("CALLSTREAM_MQTT_PREFIX", "site/+/callstream", "mqtt_prefix"),
+        ("CALLSTREAM_MQTT_PREFIX", "/callstream", "mqtt_prefix"),
+        ("CALLSTREAM_INSTANCE", "a/b", "instance"),
+        ("CALLSTREAM_MQTT_CAFILE", "/nowhere/ca.pem", "mqtt_cafile"),
+        ("CALLSTREAM_KAFKA_SSL_CERTFILE", "/nowhere/client.pem", "kafka_ssl_certfile"),
     ],
 )
 def test_bad_setting_is_a_validation_error(
@@ -466,3 +473,76 @@ def test_boolean_for_a_number_is_refused(tmp_path: Path) -> None:
     path = write(tmp_path, "[defaults]\nsla_seconds = true\n")
     with pytest.raises(ConfigError, match="sla_seconds"):
         load_policy(path)
+
+
+def test_redis_url_without_a_scheme_says_what_to_write(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CALLSTREAM_REDIS_URL", "localhost:6379")
+    with pytest.raises(ValidationError) as info:
+        Settings()
+    message = info.value.errors()[0]["msg"]
+    assert "redis://" in message and "try redis://localhost:6379" in message
+
+
+def test_redis_url_with_a_password_is_never_echoed(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CALLSTREAM_REDIS_URL", "user:s3cret@localhost:6379")
+    with pytest.raises(ValidationError) as info:
+        Settings()
+    assert "s3cret" not in info.value.errors()[0]["msg"]
+
+
+def test_secrets_never_show(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CALLSTREAM_HTTP_TOKEN", "tok-s3cret")
+    monkeypatch.setenv("CALLSTREAM_KAFKA_SASL_PASSWORD", "sasl-s3cret")
+    monkeypatch.setenv("CALLSTREAM_KAFKA_SSL_KEY_PASSWORD", "key-s3cret")
+    settings = Settings()
+    assert settings.http_token.get_secret_value() == "tok-s3cret"
+    assert settings.kafka_sasl_password.get_secret_value() == "sasl-s3cret"
+    assert settings.kafka_ssl_key_password.get_secret_value() == "key-s3cret"
+    shown = repr(settings) + str(settings) + str(settings.model_dump())
+    assert "s3cret" not in shown
+
+
+def test_new_settings_defaults(clean_env: Path) -> None:
+    settings = Settings()
+    assert settings.mqtt_prefix == "callstream"
+    assert settings.mqtt_cafile == ""
+    assert settings.kafka_ssl_certfile == settings.kafka_ssl_keyfile == ""
+    assert settings.instance.endswith(f"-{os.getpid()}")
+
+
+def test_tls_files_that_exist_are_taken(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ca = clean_env / "ca.pem"
+    ca.write_text("x", encoding="utf-8")
+    monkeypatch.setenv("CALLSTREAM_MQTT_CAFILE", str(ca))
+    monkeypatch.setenv("CALLSTREAM_MQTT_PREFIX", "site-1/callstream")
+    monkeypatch.setenv("CALLSTREAM_INSTANCE", "pod-7")
+    settings = Settings()
+    assert settings.mqtt_cafile == str(ca)
+    assert settings.mqtt_prefix == "site-1/callstream"
+    assert settings.instance == "pod-7"
+
+
+def test_a_policy_file_with_several_mistakes_reports_them_all(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "[defaults]\nslaa_seconds = 20\nsla_seconds = -1\n"
+        '[queues.sales]\ntimezone = "Mars/Base"\n'
+        '[queues."a/b"]\nsla_seconds = 30\n'
+        "[queue.typo]\nx = 1\n",
+    )
+    with pytest.raises(ConfigError) as info:
+        load_policy(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: 5 problems: ")
+    for part in ("defaults.slaa_seconds: unknown key", "defaults.sla_seconds",
+                 "queues.sales.timezone", "Mars/Base", "[queues.a/b]", "'queue'",
+                 "allowed: sla_seconds"):
+        assert part in message
+    assert "\n" not in message
+    assert message.count("allowed: sla_seconds") == 1
