@@ -69,6 +69,11 @@ def normalise_caller(value: Any) -> str | None:
     return digits if _CALLER_DIGITS.fullmatch(digits) else None
 
 
+def mask_caller(number: str) -> str:
+    """A caller number as people may see it without a token: its last 4 digits."""
+    return "*" * max(0, len(number) - 4) + number[-4:]
+
+
 if TYPE_CHECKING:
     Ts = int
 else:

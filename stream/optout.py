@@ -10,7 +10,7 @@ from redis.exceptions import RedisError
 
 from .config import Settings
 from .errors import ConfigError, ServiceUnavailable
-from .events import normalise_caller
+from .events import mask_caller, normalise_caller
 from .redis_client import connect_redis, display_url
 from .state.keys import KeySpace
 
@@ -34,7 +34,8 @@ async def _change_in(url: str, key: str, action: str, number: str | None) -> lis
         assert number is not None
         normalised = normalise_caller(number)
         if normalised is None:
-            raise ConfigError(f"{number!r} is not a phone number (digits, optional leading +)")
+            raise ConfigError(f"{number!r} is not a phone number: 1 to 20 digits, with "
+                              f"+, spaces, -, . and ( ) allowed around them")
         if action == "add":
             await client.sadd(key, normalised)
         else:
@@ -49,7 +50,8 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError(f"optout {args.action} needs a NUMBER")
     numbers = asyncio.run(_change(args.action, args.number))
     if args.action == "list":
-        print("\n".join(numbers) if numbers else "(the opt-out list is empty)")
+        shown = numbers if args.show else [mask_caller(n) for n in numbers]
+        print("\n".join(shown) if shown else "(the opt-out list is empty)")
     else:
         print(f"{'added' if args.action == 'add' else 'removed'}: {numbers[0]}")
     return 0
@@ -59,7 +61,11 @@ def register(sub: Any) -> None:
     parser = sub.add_parser(
         "optout", help="manage the callback opt-out list (kept in Redis)",
         description="Callers on the opt-out list never get a callback offer. Numbers are "
-                    "normalised (digits, optional leading +) before they are stored.")
+                    "normalised as the contract says (+, spaces, -, . and ( ) dropped), so "
+                    "'+44 20 7946 0000' and 442079460000 are the same caller. 'list' masks "
+                    "all but the last 4 digits unless --show is given.")
     parser.add_argument("action", choices=("add", "remove", "list"))
     parser.add_argument("number", nargs="?", help="the phone number (E.164 or national)")
+    parser.add_argument("--show", action="store_true",
+                        help="list: show whole numbers (personal data: mind who is watching)")
     parser.set_defaults(func=_run)

@@ -112,9 +112,15 @@ def test_optout_round_trip(tmp_path: Path) -> None:
     out, err = added.communicate(timeout=20)
     assert added.returncode == 0 and err == ""
     number = out.split()[-1]
+    assert number == "33612345678"  # normalised as contract §1 says
     listed = cli(tmp_path, "optout", "list", env=env)
-    assert listed.communicate(timeout=20)[0].split() == [number]
-    assert finished(cli(tmp_path, "optout", "remove", number, env=env))[0] == 0
+    assert listed.communicate(timeout=20)[0].split() == ["*******5678"]  # masked
+    shown = cli(tmp_path, "optout", "list", "--show", env=env)
+    assert shown.communicate(timeout=20)[0].split() == [number]
+    # the same caller written another way is the same entry
+    assert finished(cli(tmp_path, "optout", "remove", "33 612-345-678", env=env))[0] == 0
+    emptied = cli(tmp_path, "optout", "list", env=env)
+    assert "empty" in emptied.communicate(timeout=20)[0]
 
 
 def test_a_policy_file_with_several_mistakes(tmp_path: Path) -> None:
