@@ -30,6 +30,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
 from harness import ProcessorProcess, http_text, unique_settings
 from stream.broker import EmbeddedBroker
+from stream.callbacks import Callbacks
 from stream.config import Policy, Settings
 from stream.consume import Consumer
 from stream.health import Health
@@ -115,22 +116,26 @@ class TimedConsumer(Consumer):
         self.fetch_latencies.extend(now_ms - r.timestamp for r in records)
         return await super()._prepare(records)
 
-    def _count(self, batch: Any, queue_results: Any, agent_results: Any) -> None:
+    async def _apply(self, batch: Any, stop: asyncio.Event) -> None:
+        await super()._apply(batch, stop)
         now = time.perf_counter()
         if not self.first:
             self.first = now
         self.last = now
         self.applied += batch.size
         wall_ms = time.time() * 1000
-        self.latencies.extend(wall_ms - ts for _type, _shard, _index, ts in batch.applied_refs)
-        super()._count(batch, queue_results, agent_results)
+        self.latencies.extend(wall_ms - m.event.ts for m in batch.state.messages)
 
 
 async def run_consumer(settings: Settings, until: int) -> TimedConsumer:
     store = await StateStore.connect(settings.redis_url, bucket_windows(settings.window_seconds),
-                                     KeySpace(settings.redis_prefix))
-    _, metrics = build_registry(SnapshotHub())
-    consumer = TimedConsumer(settings, Policy(), store, metrics, Health())
+                                     KeySpace(settings.redis_prefix), caller_facts=True)
+    hub = SnapshotHub()
+    _, metrics = build_registry(hub)
+    # As `callstream run` wires it: callback offers take the caller facts and attempts.
+    callbacks = Callbacks(settings, Policy(), store, hub, "bench")
+    consumer = TimedConsumer(settings, Policy(), store, metrics, Health(), [callbacks],
+                             [callbacks])
     stop = asyncio.Event()
 
     async def watch() -> None:

@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 TICK_SECONDS = 0.2
 #: A crossing handed to one instance comes back to any after this, unless settled.
 LEASE_MS = 5_000
+#: Decisions taken at once for different callers of a batch.
+PARALLEL_DECISIONS = 32
 #: An EWT offer is for a caller joining now, not for a fact relayed long after.
 EWT_FRESH_MS = 60_000
 
@@ -157,6 +159,20 @@ class Callbacks:
         """Caller facts of a batch (FactHandler): EWT offers at queueing, missed-call
         offers at an abandon, cancels when a missed caller is answered."""
         now = await self.now_ms()
+        by_caller: dict[str, list[CallerFact]] = {}
+        for fact in facts:
+            by_caller.setdefault(fact.caller, []).append(fact)
+        # Callers are independent: their decisions overlap (a bounded number at once, each
+        # on a connection of its own); one caller's go in order.
+        lanes = asyncio.Semaphore(PARALLEL_DECISIONS)
+
+        async def in_lane(mine: list[CallerFact]) -> None:
+            async with lanes:
+                await self._take_caller(mine, now)
+
+        await asyncio.gather(*(in_lane(mine) for mine in by_caller.values()))
+
+    async def _take_caller(self, facts: list[CallerFact], now: int) -> None:
         for fact in facts:
             policy = self.policy.for_queue(fact.queue_id)
             if fact.what == "queued" and now - fact.ts_ms < EWT_FRESH_MS:
