@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from datetime import time as clock_time
@@ -145,8 +146,9 @@ class Callbacks:
         """Offer to the callers whose wait crossed the threshold, then publish what is due."""
         now = await self.now_ms()
         queue_ids = await self.store.queue_ids()
-        for crossing in await self.offers.crossings(queue_ids, now, LEASE_MS):
-            await self._decide(self._from_crossing(crossing, now), now)
+        crossings = await self.offers.crossings(queue_ids, now, LEASE_MS)
+        await self._by_caller([(c.caller, self._decide(self._from_crossing(c, now), now))
+                               for c in crossings])
         for publisher in self.publishers:
             await publisher.tick(queue_ids, now)
 
@@ -159,33 +161,37 @@ class Callbacks:
         """Caller facts of a batch (FactHandler): EWT offers at queueing, missed-call
         offers at an abandon, cancels when a missed caller is answered."""
         now = await self.now_ms()
-        by_caller: dict[str, list[CallerFact]] = {}
-        for fact in facts:
-            by_caller.setdefault(fact.caller, []).append(fact)
-        # Callers are independent: their decisions overlap (a bounded number at once, each
-        # on a connection of its own); one caller's go in order.
-        lanes = asyncio.Semaphore(PARALLEL_DECISIONS)
+        await self._by_caller([(f.caller, self._take_one(f, now)) for f in facts])
 
-        async def in_lane(mine: list[CallerFact]) -> None:
-            async with lanes:
-                await self._take_caller(mine, now)
+    @staticmethod
+    async def _by_caller(work: list[tuple[str, Coroutine[Any, Any, None]]]) -> None:
+        """Run each caller's work in order; callers are independent, so theirs overlap (a
+        bounded number at once, each on a connection of its own)."""
+        lanes: dict[str, list[Coroutine[Any, Any, None]]] = {}
+        for caller, step in work:
+            lanes.setdefault(caller, []).append(step)
+        room = asyncio.Semaphore(PARALLEL_DECISIONS)
 
-        await asyncio.gather(*(in_lane(mine) for mine in by_caller.values()))
+        async def lane(steps: list[Coroutine[Any, Any, None]]) -> None:
+            async with room:
+                for step in steps:
+                    await step
 
-    async def _take_caller(self, facts: list[CallerFact], now: int) -> None:
-        for fact in facts:
-            policy = self.policy.for_queue(fact.queue_id)
-            if fact.what == "queued" and now - fact.ts_ms < EWT_FRESH_MS:
-                ewt = self._ewt(fact.queue_id)
-                if ewt is not None and ewt > policy.callback_ewt_seconds:
-                    await self._decide(Candidate("ewt_threshold", fact.queue_id, fact.call_id,
-                                                 fact.caller, 0), now)
-            elif (fact.what == "abandoned" and fact.wait_ms is not None
-                  and fact.wait_ms >= policy.short_abandon_seconds * 1000):
-                await self._decide(Candidate("missed_call", fact.queue_id, fact.call_id,
-                                             fact.caller, fact.wait_ms), now)
-            elif fact.what == "answered":
-                await self._cancel_missed(fact.caller, now)
+        await asyncio.gather(*(lane(steps) for steps in lanes.values()))
+
+    async def _take_one(self, fact: CallerFact, now: int) -> None:
+        policy = self.policy.for_queue(fact.queue_id)
+        if fact.what == "queued" and now - fact.ts_ms < EWT_FRESH_MS:
+            ewt = self._ewt(fact.queue_id)
+            if ewt is not None and ewt > policy.callback_ewt_seconds:
+                await self._decide(Candidate("ewt_threshold", fact.queue_id, fact.call_id,
+                                             fact.caller, 0), now)
+        elif (fact.what == "abandoned" and fact.wait_ms is not None
+              and fact.wait_ms >= policy.short_abandon_seconds * 1000):
+            await self._decide(Candidate("missed_call", fact.queue_id, fact.call_id,
+                                         fact.caller, fact.wait_ms), now)
+        elif fact.what == "answered":
+            await self._cancel_missed(fact.caller, now)
 
     async def after_apply(self, batch: StateBatch, now_ms: int) -> None:
         """The telephony side's reports of callback attempts (a batch hook): retries,
