@@ -7,6 +7,7 @@ import itertools
 import json
 import sys
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -291,3 +292,24 @@ async def test_the_example_dialler_closes_the_loop(broker: EmbeddedBroker) -> No
         finally:
             dialler.kill()
             await dialler.wait()
+
+
+async def test_offers_also_go_to_mqtt(broker: EmbeddedBroker) -> None:
+    import aiomqtt
+
+    root = f"cs-{uuid.uuid4().hex[:8]}"
+    settings = unique_settings(broker.bootstrap, mqtt_url="mqtt://127.0.0.1:1883",
+                               mqtt_prefix=root)
+    now = int(time.time() * 1000)
+    async with aiomqtt.Client("127.0.0.1", 1883) as client:
+        await client.subscribe(f"{root}/callbacks/#", qos=1)
+        async with InProcessProcessor(settings, policy()):
+            await produce(settings, [queued("q1", "mq", now - 20_000, "3312340002"),
+                                     abandoned("q1", "mq", now - 10_000)])
+            async with asyncio.timeout(15):
+                async for message in client.messages:
+                    assert str(message.topic) == f"{root}/callbacks/mq"
+                    offer = json.loads(bytes(message.payload))  # type: ignore[arg-type]
+                    assert (offer["call_id"], offer["kind"]) == ("q1", "missed_call")
+                    assert offer["caller"] == "3312340002"  # the offer's twin carries it
+                    break
