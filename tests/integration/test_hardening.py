@@ -92,7 +92,7 @@ async def test_hostile_values_then_ordinary_calls_are_all_counted(broker: Embedd
                                "answered_in_sla": 4, "short_abandoned": 0}
         # p0's answer is an orphan (its queued event was refused); old's answer is orphan too
         await wait_until(lambda: totals_match(processor.url, expected), timeout=30)
-        assert await snapshot_is_live(processor.url)
+        await wait_until(lambda: snapshot_is_live(processor.url), timeout=5)
         assert await metric_value(processor.url, "callstream_events_total",
                                   type="call.queued", result="stale") == 1
         assert await metric_value(processor.url, "callstream_events_total",
@@ -123,7 +123,7 @@ async def test_a_message_the_state_cannot_take_is_dead_lettered_alone(
     await produce(settings, [*events, *ordinary])
     async with InProcessProcessor(settings) as processor:
         await wait_until(lambda: totals_match(processor.url, expected), timeout=30)
-        assert await snapshot_is_live(processor.url)
+        await wait_until(lambda: snapshot_is_live(processor.url), timeout=5)
     async with InProcessProcessor(settings):  # a restart sends no dead letter twice
         await asyncio.sleep(1.5)
     dead = await read_topic(broker.bootstrap, settings.topic_dlq, 1)
@@ -191,7 +191,7 @@ async def test_aof_cut_while_callstream_runs_reads_the_lost_writes_again(
             await produce(settings, second)
             await wait_until(lambda: totals_match(
                 processor.url, merged(expected_first, expected_second)), timeout=60)
-            assert await snapshot_is_live(processor.url)
+            await wait_until(lambda: snapshot_is_live(processor.url), timeout=5)
     finally:
         stop(server)
 
@@ -278,7 +278,7 @@ async def test_a_replica_promoted_without_the_last_writes_is_caught(
             await produce(settings, parts[2][0])
             await wait_until(lambda: totals_match(
                 processor.url, merged(*(p[1] for p in parts))), timeout=60)
-            assert await snapshot_is_live(processor.url)
+            await wait_until(lambda: snapshot_is_live(processor.url), timeout=5)
     finally:
         stop(primary)
         stop(replica)
