@@ -17,7 +17,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -130,15 +129,8 @@ class Callbacks:
                           instance, self._sent),
         ]
 
-    # -- the clock -------------------------------------------------------------------------
-
     async def now_ms(self) -> int:
-        """Wall clock, or with ``clock=event`` the newest applied event time."""
-        if self.settings.clock == "event":
-            clock = await self.store.event_clock_ms()
-            if clock is not None:
-                return clock
-        return int(time.time() * 1000)
+        return await self.store.now_ms(self.settings.clock == "event")
 
     # -- triggers ----------------------------------------------------------------------------
 

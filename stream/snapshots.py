@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -41,16 +40,8 @@ class SnapshotRefresher:
         self.hub = hub
         self.health = health
 
-    async def now_ms(self) -> int:
-        """Wall clock, or with ``clock=event`` the newest applied event time of any instance."""
-        if self.settings.clock == "event":
-            clock = await self.store.event_clock_ms()
-            if clock is not None:
-                return clock
-        return int(time.time() * 1000)
-
     async def build(self) -> Snapshot:
-        now_ms = await self.now_ms()
+        now_ms = await self.store.now_ms(self.settings.clock == "event")
         queue_ids = await self.store.queue_ids()
         raw = await self.store.read_queues(queue_ids, now_ms)
         agents = agents_by_queue(await self.store.agent_states())

@@ -336,6 +336,15 @@ class StateStore:
         raw = await self.client.get(self.keys.event_clock)
         return int(raw) if raw is not None else None
 
+    async def now_ms(self, event_clock: bool) -> int:
+        """"now": the wall clock, or with ``clock=event`` the newest applied event time of
+        any instance (the wall clock until an event is applied)."""
+        if event_clock:
+            clock = await self.event_clock_ms()
+            if clock is not None:
+                return clock
+        return int(time.time() * 1000)
+
     async def read_queues(self, queue_ids: list[str], now_ms: int) -> dict[str, dict[str, Any]]:
         """Live figures and window sums of each queue, in one round trip."""
         if not queue_ids:
