@@ -35,6 +35,8 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 #: Erlang C uses the offered rate and AHT of this window, whether configured or not.
 STAFFING_WINDOW_SECONDS = 900
+#: The wallboard's trends (sparklines) cover this window, bucket by bucket.
+TREND_WINDOW_SECONDS = 3600
 
 
 def parse_duration(text: str) -> int:

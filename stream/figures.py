@@ -147,7 +147,21 @@ def queue_snapshot(queue_id: str, raw: dict[str, Any], agents: dict[str, int],
         "windows": {format_duration(w): by_window[w] for w in windows},
         "totals": {outcome: int(raw["totals"].get(outcome, 0)) for outcome in OUTCOMES},
         "callbacks": callback_figures(raw.get("callbacks", {}), int(raw.get("offers_open", 0))),
+        "trend": trend_figures(raw.get("trend") or [], raw.get("waited") or {}, now_ms),
     }
+
+
+def trend_figures(buckets: list[list[Any]], waited: dict[str, float], now_ms: int
+                  ) -> dict[str, list[tuple[int, float | None]]]:
+    """Where the queue went over the last hour, for the wallboard's sparklines: service
+    level per bucket of the 1 h window (None where no call ended), calls waiting per
+    minute; (epoch seconds, value), oldest first."""
+    since_minute = now_ms // 60_000 - 60
+    service_level = [(int(start), window_figures(sums)["service_level"])
+                     for start, sums in buckets]
+    waiting = sorted((int(minute) * 60, n) for minute, n in waited.items()
+                     if int(minute) > since_minute)
+    return {"service_level": service_level, "waiting": waiting}
 
 
 def callback_figures(counts: dict[str, float], pending: int) -> dict[str, Any]:

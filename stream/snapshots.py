@@ -12,7 +12,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from .config import STAFFING_WINDOW_SECONDS, Policy, Settings
+from .config import STAFFING_WINDOW_SECONDS, TREND_WINDOW_SECONDS, Policy, Settings
 from .figures import agents_by_queue, queue_snapshot
 from .health import Health
 from .outage import Outage
@@ -25,8 +25,10 @@ REFRESH_SECONDS = 0.5
 
 
 def bucket_windows(windows: list[int]) -> list[tuple[int, int]]:
-    """Each window (plus the 15 m staffing window) with its bucket: at most W/30 long."""
-    return [(w, max(1, w // 30)) for w in sorted(set(windows) | {STAFFING_WINDOW_SECONDS})]
+    """Each window (plus the 15 m staffing and the 1 h trend windows) with its bucket: at
+    most W/30 long."""
+    kept = set(windows) | {STAFFING_WINDOW_SECONDS, TREND_WINDOW_SECONDS}
+    return [(w, max(1, w // 30)) for w in sorted(kept)]
 
 
 class SnapshotRefresher:

@@ -22,6 +22,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, ResponseError
 
+from ..config import TREND_WINDOW_SECONDS
 from ..errors import CallstreamError
 from .batch import AGENTS, CallerFact, StateBatch
 from .keys import KeySpace
@@ -349,7 +350,8 @@ class StateStore:
         """Live figures and window sums of each queue, in one round trip."""
         if not queue_ids:
             return {}
-        config = json.dumps({"now": now_ms, "windows": self.windows})
+        config = json.dumps({"now": now_ms, "windows": self.windows,
+                             "trend": TREND_WINDOW_SECONDS})
         replies = await self._scripts([("read_queue", self.keys.queue(q), config)
                                        for q in queue_ids])
         return {q: json.loads(r) for q, r in zip(queue_ids, replies, strict=True)}

@@ -429,3 +429,17 @@ async def test_the_bounds_on_queues_and_agents_hold() -> None:
         assert await other.admit(batch.state, now_ms) == ({"q3", "q4"}, {"a2", "a3"})
     finally:
         await store.close()
+
+
+async def test_trends_of_the_last_hour(centre: Centre) -> None:
+    """Service level per bucket of the 1 h window, and calls waiting per minute."""
+    await centre.apply(queued("t1", 0), answered("t1", 5),      # in SLA, first bucket
+                       queued("t2", 130), answered("t2", 160),  # over SLA, two buckets on
+                       queued("t3", 200))                       # still waiting
+    figures = await centre.figures("q", NOW + 200_000)
+    trend = dict((t, v) for t, v in figures["trend"]["service_level"])
+    first = (T0 // 1000) // 120 * 120
+    assert trend[first] == 1.0 and trend[first + 120] == 0.0  # 2 min buckets, 30 of them
+    assert len(figures["trend"]["service_level"]) in (30, 31)
+    assert list(trend.values()).count(None) == len(trend) - 2
+    assert figures["trend"]["waiting"] == [((NOW + 200_000) // 60_000 * 60, 1)]
