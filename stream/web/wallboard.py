@@ -42,6 +42,8 @@ _POLICY_NUMBERS = (
 )
 _WINDOW_NUMBERS = (*OUTCOMES, "service_level", "abandon_ratio", "asa_seconds", "aht_seconds")
 _ALERT_NUMBERS = ("abandon_ratio",)
+_TRENDS = ("waiting", "service_level")
+_TREND_POINTS = 120
 # Free text is limited to tame tokens: ids, window labels, alert kinds and statuses.
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
@@ -144,7 +146,11 @@ def _queue_view(queue: Mapping[str, Any]) -> dict[str, Any]:
         if _token(label)
     }
     if "callbacks" in queue:
-        view["callbacks"] = _numbers(_mapping(queue["callbacks"]), ("pending",))
+        callbacks = _mapping(queue["callbacks"])
+        view["callbacks"] = _numbers(callbacks, ("pending",)) | {
+            "results": _numbers(_mapping(callbacks.get("results")), ("reached",))}
+    trend = _mapping(queue.get("trend"))
+    view["trend"] = {name: _series(trend.get(name)) for name in _TRENDS}
     if "alerts" in queue:
         view["alerts"] = [_alert_view(alert) for alert in _mappings(queue["alerts"])]
     return view
@@ -156,6 +162,16 @@ def _alert_view(alert: Mapping[str, Any]) -> dict[str, Any]:
     }
     view.update(_numbers(alert, _ALERT_NUMBERS))
     return view
+
+
+def _series(value: Any) -> list[tuple[float | int, float | int | None]]:
+    """A sparkline's points: (time, value) pairs of numbers, at most ``_TREND_POINTS``."""
+    if not isinstance(value, list | tuple):
+        return []
+    points = [(t, _number(v)) for t, v in (p for p in value if isinstance(p, list | tuple)
+                                             and len(p) == 2)
+              if _number(t) is not None]
+    return points[-_TREND_POINTS:]
 
 
 def _numbers(source: Mapping[str, Any], keys: Iterable[str]) -> dict[str, float | int | None]:

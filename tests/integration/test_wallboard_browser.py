@@ -410,7 +410,7 @@ async def test_event_stream_forwards_only_page_fields(server: WallboardServer) -
     assert [q["queue_id"] for q in first["queues"]] == ["sales"]
     shown = first["queues"][0]
     assert shown["windows"]["5m"]["service_level"] == 0.685
-    assert shown["callbacks"] == {"pending": 2}
+    assert shown["callbacks"] == {"pending": 2, "results": {"reached": None}}
     assert shown["alerts"] == [
         {"kind": "abandonment_spike", "status": "firing", "window": "5m", "abandon_ratio": 0.31}
     ]
@@ -483,3 +483,63 @@ async def _next_event(response: aiohttp.ClientResponse) -> dict[str, Any]:
         if line.startswith(b"data: "):
             event: dict[str, Any] = json.loads(line[len(b"data: ") :])
             return event
+
+
+def with_trend(queue_data: dict[str, Any], now: float) -> dict[str, Any]:
+    """The last hour of a queue: service level per 2-minute bucket, waiting per minute."""
+    start = int(now) // 120 * 120
+    return queue_data | {"trend": {
+        "service_level": [[start - 120 * (29 - i), 0.5 + i / 60] for i in range(30)],
+        "waiting": [[int(now) // 60 * 60 - 60 * (59 - i), i % 7] for i in range(60)],
+    }}
+
+
+def six_queues(now: float) -> list[dict[str, Any]]:
+    names = ["sales", "support", "billing", "retention", "onboarding", "vip-premium-support"]
+    tiles = []
+    for i, name in enumerate(names):
+        base = sales() if i % 2 == 0 else billing()
+        tiles.append(with_trend(base | {"queue_id": name, "waiting": i + 1}, now))
+    return tiles
+
+
+async def test_six_queues_fit_a_1080p_wall_with_trends_and_a_summary(
+        browser: Browser, server: WallboardServer) -> None:
+    context = await browser.new_context(viewport={"width": 1920, "height": 1080},
+                                        timezone_id="UTC", locale="en-GB")
+    page = await context.new_page()
+    try:
+        server.hub.publish(snapshot(*six_queues(time.time())))
+        await page.goto(server.url())
+        await expect(page.locator("[data-queue]")).to_have_count(6)
+        # One sparkline per trend per tile, drawn from the snapshot's points.
+        sparks = page.locator('[data-trend="service_level"]')
+        await expect(sparks).to_have_count(6)
+        for spark in await sparks.all():
+            await expect(spark).to_have_attribute("data-points", "30")
+        for spark in await page.locator('[data-trend="waiting"]').all():
+            await expect(spark).to_have_attribute("data-points", "60")
+        # The wall at a glance: calls waiting everywhere, the worst service level.
+        await expect(page.locator('[data-summary="waiting"]')).to_have_text("21")
+        await expect(page.locator('[data-summary="worst_service_level"]')).to_have_text("68.5%")
+        # One clock: the live mark carries no second time.
+        await expect(page.locator("#live")).to_have_text("● LIVE")
+        assert re.fullmatch(r"\d\d:\d\d:\d\d", await page.locator("#clock").inner_text())
+        # Nothing is cut off: no visible text overflows its box, every tile's content ends
+        # inside the tile.
+        clipped = await page.evaluate("""() => {
+          const out = [];
+          for (const tile of document.querySelectorAll('[data-queue]')) {
+            const box = tile.getBoundingClientRect();
+            for (const el of tile.querySelectorAll('.label, .note, .value, .qname, .alert')) {
+              if (!el.offsetParent || !el.textContent.trim()) continue;
+              const r = el.getBoundingClientRect();
+              if (el.scrollWidth > el.clientWidth + 1 || r.bottom > box.bottom + 1)
+                out.push(tile.dataset.queue + ': ' + el.textContent.trim());
+            }
+          }
+          return out;
+        }""")
+        assert clipped == []
+    finally:
+        await context.close()
