@@ -127,15 +127,17 @@ class TimedConsumer(Consumer):
         self.latencies.extend(wall_ms - m.event.ts for m in batch.state.messages)
 
 
-async def run_consumer(settings: Settings, until: int) -> TimedConsumer:
+async def run_consumer(settings: Settings, until: int, core_only: bool = False
+                       ) -> TimedConsumer:
     store = await StateStore.connect(settings.redis_url, bucket_windows(settings.window_seconds),
-                                     KeySpace(settings.redis_prefix), caller_facts=True)
+                                     KeySpace(settings.redis_prefix),
+                                     caller_facts=not core_only)
     hub = SnapshotHub()
     _, metrics = build_registry(hub)
     # As `callstream run` wires it: callback offers take the caller facts and attempts.
-    callbacks = Callbacks(settings, Policy(), store, hub, "bench")
-    consumer = TimedConsumer(settings, Policy(), store, metrics, Health(), [callbacks],
-                             [callbacks])
+    callbacks = [] if core_only else [Callbacks(settings, Policy(), store, hub, "bench")]
+    consumer = TimedConsumer(settings, Policy(), store, metrics, Health(), callbacks,
+                             callbacks)
     stop = asyncio.Event()
 
     async def watch() -> None:
@@ -156,7 +158,7 @@ async def throughput(args: argparse.Namespace) -> None:
         await produce_all(settings, events)
         drain = bare_drain(settings, len(events))
         drain_rate = await drain
-        consumer = await run_consumer(settings, len(events))
+        consumer = await run_consumer(settings, len(events), args.core_only)
     rate = len(events) / (consumer.last - consumer.first)
     print(f"events: {len(events)} ({args.calls} calls, {args.queues} queues, 8 partitions)")
     print(f"bare aiokafka drain: {drain_rate:,.0f} events/s")
@@ -238,6 +240,8 @@ def main() -> None:
     t = sub.add_parser("throughput")
     t.add_argument("--calls", type=int, default=100_000)
     t.add_argument("--queues", type=int, default=50)
+    t.add_argument("--core-only", action="store_true",
+                   help="the state step alone: no caller facts, no callback offers")
     lat = sub.add_parser("latency")
     lat.add_argument("--rate", type=int, default=5000)
     lat.add_argument("--seconds", type=int, default=20)

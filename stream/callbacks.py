@@ -17,7 +17,6 @@ import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from datetime import time as clock_time
@@ -44,8 +43,6 @@ log = logging.getLogger(__name__)
 TICK_SECONDS = 0.2
 #: A crossing handed to one instance comes back to any after this, unless settled.
 LEASE_MS = 5_000
-#: Decisions taken at once for different callers of a batch.
-PARALLEL_DECISIONS = 32
 #: An EWT offer is for a caller joining now, not for a fact relayed long after.
 EWT_FRESH_MS = 60_000
 
@@ -139,8 +136,7 @@ class Callbacks:
         now = await self.now_ms()
         queue_ids = await self.store.queue_ids()
         crossings = await self.offers.crossings(queue_ids, now, LEASE_MS)
-        await self._by_caller([(c.caller, self._decide(self._from_crossing(c, now), now))
-                               for c in crossings])
+        await self._decide([self._from_crossing(c, now) for c in crossings], now)
         for publisher in self.publishers:
             await publisher.tick(queue_ids, now)
 
@@ -153,37 +149,23 @@ class Callbacks:
         """Caller facts of a batch (FactHandler): EWT offers at queueing, missed-call
         offers at an abandon, cancels when a missed caller is answered."""
         now = await self.now_ms()
-        await self._by_caller([(f.caller, self._take_one(f, now)) for f in facts])
-
-    @staticmethod
-    async def _by_caller(work: list[tuple[str, Coroutine[Any, Any, None]]]) -> None:
-        """Run each caller's work in order; callers are independent, so theirs overlap (a
-        bounded number at once, each on a connection of its own)."""
-        lanes: dict[str, list[Coroutine[Any, Any, None]]] = {}
-        for caller, step in work:
-            lanes.setdefault(caller, []).append(step)
-        room = asyncio.Semaphore(PARALLEL_DECISIONS)
-
-        async def lane(steps: list[Coroutine[Any, Any, None]]) -> None:
-            async with room:
-                for step in steps:
-                    await step
-
-        await asyncio.gather(*(lane(steps) for steps in lanes.values()))
-
-    async def _take_one(self, fact: CallerFact, now: int) -> None:
-        policy = self.policy.for_queue(fact.queue_id)
-        if fact.what == "queued" and now - fact.ts_ms < EWT_FRESH_MS:
-            ewt = self._ewt(fact.queue_id)
-            if ewt is not None and ewt > policy.callback_ewt_seconds:
-                await self._decide(Candidate("ewt_threshold", fact.queue_id, fact.call_id,
-                                             fact.caller, 0), now)
-        elif (fact.what == "abandoned" and fact.wait_ms is not None
-              and fact.wait_ms >= policy.short_abandon_seconds * 1000):
-            await self._decide(Candidate("missed_call", fact.queue_id, fact.call_id,
-                                         fact.caller, fact.wait_ms), now)
-        elif fact.what == "answered":
-            await self._cancel_missed(fact.caller, now)
+        candidates: list[Candidate] = []
+        answered: list[str] = []
+        for fact in facts:
+            policy = self.policy.for_queue(fact.queue_id)
+            if fact.what == "queued" and now - fact.ts_ms < EWT_FRESH_MS:
+                ewt = self._ewt(fact.queue_id)
+                if ewt is not None and ewt > policy.callback_ewt_seconds:
+                    candidates.append(Candidate("ewt_threshold", fact.queue_id, fact.call_id,
+                                                fact.caller, 0))
+            elif (fact.what == "abandoned" and fact.wait_ms is not None
+                  and fact.wait_ms >= policy.short_abandon_seconds * 1000):
+                candidates.append(Candidate("missed_call", fact.queue_id, fact.call_id,
+                                            fact.caller, fact.wait_ms))
+            elif fact.what == "answered":
+                answered.append(fact.caller)
+        await self._decide(candidates, now)
+        await self._cancel_missed(sorted(set(answered)), now)
 
     async def after_apply(self, batch: StateBatch, now_ms: int) -> None:
         """The telephony side's reports of callback attempts (a batch hook): retries,
@@ -202,48 +184,74 @@ class Callbacks:
                 return None if value is None else float(value)
         return None
 
-    async def _decide(self, candidate: Candidate, now_ms: int) -> None:
-        """Opt-out and hours, then the caller's side, then the queue's side (which makes
-        the offer and its outbox message in one step)."""
-        c = candidate
-        policy = self.policy.for_queue(c.queue_id)
+    async def _decide(self, candidates: list[Candidate], now_ms: int) -> None:
+        """Opt-out and hours, then the callers' side, then the queues' side (which makes
+        each offer and its outbox message in one step): each step one round trip for all
+        the candidates, in order, so one caller's candidates are taken in turn."""
+        if not candidates:
+            return
+        opted_out = await self.offers.opted_out(sorted({c.caller for c in candidates}))
+        refusals: list[tuple[str, str, str, str]] = []
+        passed: list[tuple[Candidate, int]] = []
+        for c in candidates:
+            verdict = first_verdict(c.kind, self.policy.for_queue(c.queue_id),
+                                    c.caller in opted_out, now_ms)
+            if verdict.refusal is not None:
+                refusals.append((c.queue_id, offer_id_for(c.call_id), verdict.refusal, c.member))
+            else:
+                assert verdict.due_ms is not None
+                passed.append((c, verdict.due_ms))
+        await self.offers.note_missed(
+            sorted({c.caller for c, _ in passed if c.kind == "missed_call"}), now_ms)
+        reserved = await self.offers.reserve(
+            [(c.caller, offer_id_for(c.call_id), c.call_id, c.queue_id, c.kind)
+             for c, _ in passed], now_ms,
+            [self.policy.for_queue(c.queue_id).callback_max_per_caller for c, _ in passed])
+        chosen: list[tuple[Candidate, int]] = []
+        for (c, due), answer in zip(passed, reserved, strict=True):
+            if answer == "ok":
+                chosen.append((c, due))
+            else:
+                refusals.append((c.queue_id, offer_id_for(c.call_id), answer, c.member))
+        await self.offers.refuse(refusals)
+        live = [(c.queue_id, c.call_id) for c, _ in chosen if c.kind != "missed_call"]
+        places = dict(zip(live, await self.offers.positions(live), strict=True))
+        offers = [(c.queue_id, self._offer(c, due, places.get((c.queue_id, c.call_id))))
+                  for c, due in chosen]
+        made = await self.offers.emit(offers, now_ms)
+        await self.offers.release([(c.caller, offer_id_for(c.call_id), c.call_id)
+                                   for (c, _), answer in zip(chosen, made, strict=True)
+                                   if answer != "ok"])
+
+    def _offer(self, c: Candidate, due_ms: int, position: int | None) -> dict[str, Any]:
+        """The queue's side of an offer, with the message of contract §3."""
         offer_id = offer_id_for(c.call_id)
-        verdict = first_verdict(c.kind, policy, await self.offers.opted_out(c.caller), now_ms)
-        if verdict.refusal is not None:
-            await self.offers.refuse(c.queue_id, offer_id, verdict.refusal, c.member)
-            return
-        assert verdict.due_ms is not None
-        reserved = await self.offers.reserve(c.caller, offer_id, c.call_id, c.queue_id, c.kind,
-                                             now_ms, policy.callback_max_per_caller)
-        if reserved != "ok":
-            await self.offers.refuse(c.queue_id, offer_id, reserved, c.member)
-            return
         live = c.kind != "missed_call"
         payload = {
             "offer_id": offer_id, "kind": c.kind, "call_id": c.call_id,
             "queue_id": c.queue_id, "caller": c.caller,
             "wait_seconds": round(c.wait_ms / 1000, 3),
-            "position": await self.offers.position(c.queue_id, c.call_id) if live else None,
+            "position": position if live else None,
             "ewt_seconds": self._ewt(c.queue_id) if live else None,
-            "attempt": 1, "ts": rfc3339(verdict.due_ms),
+            "attempt": 1, "ts": rfc3339(due_ms),
         }
-        made = await self.offers.emit(
-            c.queue_id, now_ms, offer_id=offer_id, msg_id=f"{offer_id}:1", kind=c.kind,
-            call_id=c.call_id, caller=c.caller, member=c.member, need_waiting=live,
-            max_pending=policy.callback_max_pending, payload=json.dumps(payload),
-            due=verdict.due_ms)
-        if made != "ok":
-            await self.offers.release(c.caller, offer_id, c.call_id)
+        return {"offer_id": offer_id, "msg_id": f"{offer_id}:1", "kind": c.kind,
+                "call_id": c.call_id, "caller": c.caller, "member": c.member,
+                "need_waiting": live,
+                "max_pending": self.policy.for_queue(c.queue_id).callback_max_pending,
+                "payload": json.dumps(payload), "due": due_ms}
 
-    async def _cancel_missed(self, caller: str, now_ms: int) -> None:
-        for offer_id, queue_id in (await self.offers.missed_open(caller)).items():
-            offer = await self.offers.offer(queue_id, offer_id)
-            call_id = offer["call_id"] if offer else ""
-            payload = {"offer_id": offer_id, "queue_id": queue_id, "call_id": call_id,
-                       "reason": "answered", "ts": rfc3339(now_ms)}
-            await self.offers.cancel(queue_id, offer_id, f"{offer_id}:cancel",
-                                     json.dumps(payload), now_ms)
-            await self.offers.release(caller, offer_id)
+    async def _cancel_missed(self, callers: list[str], now_ms: int) -> None:
+        """The callers answered now lose their missed-call offers that were not worked."""
+        for caller, offers in (await self.offers.missed_open(callers, now_ms)).items():
+            for offer_id, queue_id in offers.items():
+                offer = await self.offers.offer(queue_id, offer_id)
+                payload = {"offer_id": offer_id, "queue_id": queue_id,
+                           "call_id": offer["call_id"] if offer else "",
+                           "reason": "answered", "ts": rfc3339(now_ms)}
+                await self.offers.cancel(queue_id, offer_id, f"{offer_id}:cancel",
+                                         json.dumps(payload), now_ms)
+            await self.offers.release([(caller, offer_id, "") for offer_id in offers])
 
     async def _attempted(self, event: CallbackAttempt, now_ms: int) -> None:
         offer = await self.offers.offer(event.queue_id, event.offer_id)
@@ -258,8 +266,8 @@ class Callbacks:
             result=event.result, max_attempts=policy.callback_max_attempts,
             retry_msg_id=f"{event.offer_id}:{attempt}", retry_payload=json.dumps(payload),
             retry_due=retry_due)
-        if outcome and offer["kind"] == "missed_call":
-            await self.offers.release(offer["caller"], event.offer_id)  # worked: no cancel
+        if outcome and offer["kind"] == "missed_call":  # worked: no cancel any more
+            await self.offers.release([(offer["caller"], event.offer_id, "")])
 
     # -- publishing --------------------------------------------------------------------------
 

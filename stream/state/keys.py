@@ -52,6 +52,11 @@ class KeySpace:
         """The prefix of one queue's keys."""
         return f"{self.root}:{{q:{queue_id}}}"
 
+    def missed_callers(self, day: int) -> str:
+        """Set of the callers given a missed-call offer on a day (UTC day number): a
+        superset of those whose offer may still be cancelled, kept two days."""
+        return f"{self.root}:cb:missed-callers:{day}"
+
     def caller(self, number: str) -> str:
         """The prefix of one caller's keys (callback policy, journeys): one slot each."""
         return f"{self.root}:{{c:{number}}}"

@@ -14,6 +14,8 @@ from .store import BUCKET_TTL_EXTRA_S, StateStore
 
 #: The caller's side of an offer outlives the 24 h cap and any retries.
 CALLER_TTL_S = 2 * 86400
+#: A day's set of missed callers is looked in today and tomorrow.
+MISSED_SET_TTL_S = 2 * 86400 + 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,47 +51,86 @@ class OfferStore:
                 found.append(Crossing(queue_id, caller, int(queued), call_id, str(member)))
         return found
 
-    async def position(self, queue_id: str, call_id: str) -> int | None:
-        """The call's place among the waiting calls, by arrival (1: the next one)."""
-        rank: Any = await self.store.client.zrank(self.keys.queue(queue_id) + ":waiting",
-                                                  call_id)
-        return None if rank is None else int(rank) + 1
+    async def positions(self, calls: list[tuple[str, str]]) -> list[int | None]:
+        """Each (queue, call)'s place among the waiting calls, by arrival (1: the next)."""
+        if not calls:
+            return []
+        pipe = self.store.client.pipeline(transaction=False)
+        for queue_id, call_id in calls:
+            pipe.zrank(self.keys.queue(queue_id) + ":waiting", call_id)
+        ranks: list[Any] = await pipe.execute()
+        return [None if rank is None else int(rank) + 1 for rank in ranks]
 
-    async def opted_out(self, caller: str) -> bool:
-        return bool(await self.store.client.sismember(self.keys.optout, caller))
+    async def opted_out(self, callers: list[str]) -> set[str]:
+        """The callers of these who are on the opt-out list."""
+        if not callers:
+            return set()
+        flags = await self.store.client.smismember(self.keys.optout, callers)
+        return {caller for caller, flag in zip(callers, flags, strict=True) if flag}
 
-    async def reserve(self, caller: str, offer_id: str, call_id: str, queue_id: str,
-                      kind: str, now_ms: int, cap: int) -> str:
-        """The caller's side: "ok", "already_offered" or "caller_cap"."""
-        reply = await self.store._scripts([(
-            "cb_reserve", self.keys.caller(caller), offer_id, call_id, queue_id, kind,
-            str(now_ms), str(cap), str(CALLER_TTL_S))])
-        return str(reply[0])
+    async def reserve(self, asks: list[tuple[str, str, str, str, str]], now_ms: int,
+                      caps: list[int]) -> list[str]:
+        """The callers' side of (caller, offer_id, call_id, queue_id, kind), in order:
+        each "ok", "already_offered" or "caller_cap"."""
+        replies = await self.store._scripts([
+            ("cb_reserve", self.keys.caller(caller), offer_id, call_id, queue_id, kind,
+             str(now_ms), str(cap), str(CALLER_TTL_S))
+            for (caller, offer_id, call_id, queue_id, kind), cap in zip(asks, caps,
+                                                                         strict=True)])
+        return [str(reply) for reply in replies]
 
-    async def release(self, caller: str, offer_id: str, call_id: str = "") -> None:
-        """Give back a reservation (with ``call_id``), or close a missed-call offer for
-        cancelling (without)."""
-        await self.store._scripts([("cb_release", self.keys.caller(caller), offer_id,
-                                    call_id)])
+    async def release(self, releases: list[tuple[str, str, str]]) -> None:
+        """(caller, offer_id, call_id): give back a reservation (with a call_id), or close
+        a missed-call offer for cancelling (call_id "")."""
+        await self.store._scripts([("cb_release", self.keys.caller(caller), offer_id, call_id)
+                                   for caller, offer_id, call_id in releases])
 
-    async def missed_open(self, caller: str) -> dict[str, str]:
-        """offer_id -> queue_id: the caller's missed-call offers that may be cancelled."""
-        raw = await self.store.client.hgetall(self.keys.caller(caller) + ":cb:missed")
-        return {str(k): str(v) for k, v in raw.items()}
+    async def note_missed(self, callers: list[str], now_ms: int) -> None:
+        """Note callers about to get a missed-call offer (before the offer is made, so the
+        day's set is always a superset of the callers with one)."""
+        if callers:
+            key = self.keys.missed_callers(now_ms // 86_400_000)
+            pipe = self.store.client.pipeline(transaction=False)
+            pipe.sadd(key, *callers)
+            pipe.expire(key, MISSED_SET_TTL_S)
+            await pipe.execute()
 
-    async def emit(self, queue_id: str, now_ms: int, **offer: Any) -> str:
-        """The queue's side: "ok", "moot" (no longer waiting) or "max_pending"."""
-        args = offer | {"now": now_ms, "windows": self.store.windows,
-                        "bucket_ttl_extra_s": BUCKET_TTL_EXTRA_S}
-        reply = await self.store._scripts([("cb_emit", self.keys.queue(queue_id),
-                                            json.dumps(args))])
-        return str(reply[0])
+    async def missed_open(self, callers: list[str], now_ms: int) -> dict[str, dict[str, str]]:
+        """caller -> {offer_id: queue_id}: their missed-call offers that may be cancelled
+        (callers with none are left out). Two set look-ups sift the callers first: most
+        answered callers were never missed."""
+        if not callers:
+            return {}
+        today = now_ms // 86_400_000
+        pipe = self.store.client.pipeline(transaction=False)
+        for day in (today, today - 1):
+            pipe.smismember(self.keys.missed_callers(day), callers)
+        flags: list[Any] = await pipe.execute()
+        noted = [c for c, a, b in zip(callers, flags[0], flags[1], strict=True) if a or b]
+        if not noted:
+            return {}
+        pipe = self.store.client.pipeline(transaction=False)
+        for caller in noted:
+            pipe.hgetall(self.keys.caller(caller) + ":cb:missed")
+        replies: list[Any] = await pipe.execute()
+        return {caller: {str(k): str(v) for k, v in found.items()}
+                for caller, found in zip(noted, replies, strict=True) if found}
 
-    async def refuse(self, queue_id: str, offer_id: str, reason: str, member: str = ""
-                     ) -> None:
-        """Count a refusal once per offer (and settle its crossing, if any)."""
+    async def emit(self, offers: list[tuple[str, dict[str, Any]]], now_ms: int) -> list[str]:
+        """The queues' side of each (queue_id, offer): "ok", "moot" (no longer waiting)
+        or "max_pending"."""
+        extra = {"now": now_ms, "windows": self.store.windows,
+                 "bucket_ttl_extra_s": BUCKET_TTL_EXTRA_S}
+        replies = await self.store._scripts([
+            ("cb_emit", self.keys.queue(queue_id), json.dumps(offer | extra))
+            for queue_id, offer in offers])
+        return [str(reply) for reply in replies]
+
+    async def refuse(self, refusals: list[tuple[str, str, str, str]]) -> None:
+        """(queue_id, offer_id, reason, member): count each refusal once per offer (and
+        settle its crossing, if any)."""
         await self.store._scripts([("cb_refuse", self.keys.queue(queue_id), offer_id, reason,
-                                    member)])
+                                    member) for queue_id, offer_id, reason, member in refusals])
 
     async def offer(self, queue_id: str, offer_id: str) -> dict[str, Any] | None:
         raw = await self.store.client.hget(self.keys.queue(queue_id) + ":offers", offer_id)
