@@ -106,6 +106,8 @@ class Candidate:
     call_id: str
     caller: str
     wait_ms: int
+    #: when it happened (the crossing, the queueing, the abandon): the offer counts then
+    at_ms: int
     member: str = ""  # the crossing it settles, for wait_threshold
 
 
@@ -140,10 +142,12 @@ class Callbacks:
         for publisher in self.publishers:
             await publisher.tick(queue_ids, now)
 
-    @staticmethod
-    def _from_crossing(crossing: Crossing, now_ms: int) -> Candidate:
+    def _from_crossing(self, crossing: Crossing, now_ms: int) -> Candidate:
+        threshold_ms = round(self.policy.for_queue(crossing.queue_id).callback_wait_seconds
+                             * 1000)
         return Candidate("wait_threshold", crossing.queue_id, crossing.call_id,
-                         crossing.caller, now_ms - crossing.queued_ms, crossing.member)
+                         crossing.caller, now_ms - crossing.queued_ms,
+                         crossing.queued_ms + threshold_ms, crossing.member)
 
     async def take(self, facts: list[CallerFact], now_ms: int) -> None:
         """Caller facts of a batch (FactHandler): EWT offers at queueing, missed-call
@@ -157,11 +161,11 @@ class Callbacks:
                 ewt = self._ewt(fact.queue_id)
                 if ewt is not None and ewt > policy.callback_ewt_seconds:
                     candidates.append(Candidate("ewt_threshold", fact.queue_id, fact.call_id,
-                                                fact.caller, 0))
+                                                fact.caller, 0, fact.ts_ms))
             elif (fact.what == "abandoned" and fact.wait_ms is not None
                   and fact.wait_ms >= policy.short_abandon_seconds * 1000):
                 candidates.append(Candidate("missed_call", fact.queue_id, fact.call_id,
-                                            fact.caller, fact.wait_ms))
+                                            fact.caller, fact.wait_ms, fact.ts_ms))
             elif fact.what == "answered":
                 answered.append(fact.caller)
         await self._decide(candidates, now)
@@ -218,7 +222,7 @@ class Callbacks:
         places = dict(zip(live, await self.offers.positions(live), strict=True))
         offers = [(c.queue_id, self._offer(c, due, places.get((c.queue_id, c.call_id))))
                   for c, due in chosen]
-        made = await self.offers.emit(offers, now_ms)
+        made = await self.offers.emit(offers)
         await self.offers.release([(c.caller, offer_id_for(c.call_id), c.call_id)
                                    for (c, _), answer in zip(chosen, made, strict=True)
                                    if answer != "ok"])
@@ -239,7 +243,7 @@ class Callbacks:
                 "call_id": c.call_id, "caller": c.caller, "member": c.member,
                 "need_waiting": live,
                 "max_pending": self.policy.for_queue(c.queue_id).callback_max_pending,
-                "payload": json.dumps(payload), "due": due_ms}
+                "payload": json.dumps(payload), "due": due_ms, "at": c.at_ms}
 
     async def _cancel_missed(self, callers: list[str], now_ms: int) -> None:
         """The callers answered now lose their missed-call offers that were not worked."""

@@ -3,7 +3,9 @@
 --
 -- KEYS[1]  the queue's key prefix
 -- ARGV[1]  JSON {offer_id, msg_id, kind, call_id, caller, member (its :cbwait member, or
---          ""), need_waiting, max_pending, payload, due, now, windows, bucket_ttl_extra_s}
+--          ""), need_waiting, max_pending, payload, due, at (when what triggered it
+--          happened: the offer counts in the window buckets then), windows,
+--          bucket_ttl_extra_s}
 -- Keys below the prefix:
 --   :offers       hash offer_id -> JSON {call_id, caller, kind, attempt, payload, open,
 --                 tokens (attempt events taken)}
@@ -42,7 +44,7 @@ redis.call('HSET', p .. ':out:offers', a.msg_id, a.payload)
 redis.call('ZADD', p .. ':due:offers', a.due, a.msg_id)
 redis.call('HINCRBY', p .. ':cb', 'offered:' .. a.kind, 1)
 redis.call('HINCRBY', p .. ':totals', 'callback_offered', 1)
-local second = math.floor(a.now / 1000)
+local second = math.floor(a.at / 1000)
 for _, w in ipairs(a.windows) do
   local key = p .. ':w:' .. w[1] .. ':' .. math.floor(second / w[2])
   redis.call('HINCRBY', key, 'callback_offered', 1)

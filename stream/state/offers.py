@@ -116,11 +116,10 @@ class OfferStore:
         return {caller: {str(k): str(v) for k, v in found.items()}
                 for caller, found in zip(noted, replies, strict=True) if found}
 
-    async def emit(self, offers: list[tuple[str, dict[str, Any]]], now_ms: int) -> list[str]:
+    async def emit(self, offers: list[tuple[str, dict[str, Any]]]) -> list[str]:
         """The queues' side of each (queue_id, offer): "ok", "moot" (no longer waiting)
         or "max_pending"."""
-        extra = {"now": now_ms, "windows": self.store.windows,
-                 "bucket_ttl_extra_s": BUCKET_TTL_EXTRA_S}
+        extra = {"windows": self.store.windows, "bucket_ttl_extra_s": BUCKET_TTL_EXTRA_S}
         replies = await self.store._scripts([
             ("cb_emit", self.keys.queue(queue_id), json.dumps(offer | extra))
             for queue_id, offer in offers])
