@@ -136,10 +136,10 @@ async def _mark_stale(hub: SnapshotHub, health: Health, stop: asyncio.Event) -> 
 async def run_processor(settings: Settings, policy: Policy, stop: asyncio.Event,
                         health: Health | None = None) -> None:
     """Run until ``stop`` is set; then finish the batch in flight, commit and return."""
-    hub = SnapshotHub()
+    health = health if health is not None else Health()
+    hub = SnapshotHub(live=lambda: health.ready)
     mqtt = MqttPublisher(settings, hub) if settings.mqtt_url else None  # checks the URL now
     registry, metrics = build_registry(hub)
-    health = health if health is not None else Health()
     app = build_app(hub, registry, health, settings.http_token.get_secret_value())
     runner = await _serve_http(app, settings)
     _warn_if_open(settings)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 Snapshot = dict[str, Any]
@@ -12,13 +13,18 @@ Snapshot = dict[str, Any]
 class SnapshotHub:
     """Holds the newest snapshot and wakes every waiter when a newer one is published."""
 
-    def __init__(self) -> None:
+    def __init__(self, live: Callable[[], bool] | None = None) -> None:
+        #: the dependencies answer now: a snapshot is shown as ready only while they do,
+        #: from the moment they stop, not from the next refresh
+        self._live = live
         self._snapshot: Snapshot = {"ts": None, "ready": False, "queues": []}
         self._version = 0
         self._changed = asyncio.Event()
 
     @property
     def snapshot(self) -> Snapshot:
+        if self._live is not None and self._snapshot.get("ready") and not self._live():
+            return self._snapshot | {"ready": False}
         return self._snapshot
 
     @property

@@ -134,6 +134,10 @@ def test_a_policy_file_with_several_mistakes(tmp_path: Path) -> None:
                     "queues.sales.colour")
 
 
+async def _redis_answered(url: str) -> bool:
+    return bool((await http_json_any(url + "/readyz"))["redis"])
+
+
 async def test_kafka_bootstrap_that_is_not_kafka(tmp_path: Path) -> None:
     """Pointed at the Redis port: /readyz blames Kafka (not Redis), the log names the
     setting once, and SIGTERM ends the process at once."""
@@ -142,6 +146,7 @@ async def test_kafka_bootstrap_that_is_not_kafka(tmp_path: Path) -> None:
     process = cli(tmp_path, "run", env=env)
     try:
         await wait_until(lambda: _answers(url + "/readyz"), timeout=15)
+        await wait_until(lambda: _redis_answered(url), timeout=10)  # its first probe
         body = await http_json_any(url + "/readyz")
         assert body["redis"] is True and body["kafka"] is False
         assert "CALLSTREAM_KAFKA_BOOTSTRAP" in body["down"]["kafka"]
