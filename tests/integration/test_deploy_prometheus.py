@@ -311,7 +311,7 @@ async def samples(prometheus: Prometheus, expr: str) -> int:
     """How many samples ``expr`` has now (0 while Prometheus is not up yet)."""
     try:
         body = await prometheus.query(expr)
-    except aiohttp.ClientError:
+    except (aiohttp.ClientError, ValueError):  # not listening yet, or not answering JSON yet
         return 0
     return len(body["data"]["result"]) if body.get("status") == "success" else 0
 
