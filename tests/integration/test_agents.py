@@ -12,7 +12,7 @@ import uuid
 from typing import Any
 
 import pytest
-from test_figures import WINDOWS, Centre, Rec, T0, ev, new_store, queued
+from test_figures import T0, WINDOWS, Centre, Rec, ev, new_store, queued
 
 from stream.agent_figures import agent_snapshots
 from stream.batching import PreparedBatch, add
