@@ -73,12 +73,6 @@ NOT_COMPUTED_YET = frozenset(
         "callstream_queue_repeat_call_ratio",
         "callstream_queue_recovery_seconds",
         "callstream_lost_callers_total",
-        # Per-agent figures (section 2, the team-lead's view).
-        "callstream_agent_state",
-        "callstream_agent_state_seconds",
-        "callstream_agent_answered",
-        "callstream_agent_aht_seconds",
-        "callstream_agent_occupancy_ratio",
     }
 )
 
@@ -311,7 +305,7 @@ async def samples(prometheus: Prometheus, expr: str) -> int:
     """How many samples ``expr`` has now (0 while Prometheus is not up yet)."""
     try:
         body = await prometheus.query(expr)
-    except aiohttp.ClientError:
+    except (aiohttp.ClientError, ValueError):  # starting: "Service Unavailable", not JSON
         return 0
     return len(body["data"]["result"]) if body.get("status") == "success" else 0
 
