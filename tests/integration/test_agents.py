@@ -9,14 +9,22 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from test_figures import T0, WINDOWS, Centre, Rec, ev, new_store, queued
 
-from stream.agent_figures import agent_snapshots
+from stream.agent_figures import agent_snapshots, window_start_ms
 from stream.batching import PreparedBatch, add
 from stream.config import Policy
+from stream.simulate import (
+    AgentConfig,
+    AgentDay,
+    QueueConfig,
+    SimulationConfig,
+    generate_with_record,
+)
 from stream.snapshots import bucket_windows, iso
 from stream.state.keys import KeySpace
 from stream.state.store import StateStore
@@ -181,3 +189,57 @@ async def test_the_agent_cap_holds_against_6000_agent_ids() -> None:
         assert len(refused) == 1000 and await store.client.zcard(store.keys.agent_index) == 5000
     finally:
         await store.close()
+
+
+def expected_from_record(day: AgentDay, since_ms: int, now_ms: int) -> dict[str, Any]:
+    """Answered, AHT and occupancy over (since_ms, now_ms] from the simulator's record."""
+    handles = [ms for end, ms in day.handled if since_ms <= end <= now_ms]
+    timed = {"available": 0, "busy": 0, "wrapup": 0}
+    for (start, state), (end, _) in zip(day.states, [*day.states[1:], (now_ms, "")],
+                                        strict=True):
+        if state in timed:
+            timed[state] += max(0, min(end, now_ms) - max(start, since_ms))
+    staffed = sum(timed.values())
+    return {
+        "answered": sum(since_ms <= at <= now_ms for at in day.answered_ms),
+        "aht_seconds": sum(handles) / len(handles) / 1000 if handles else None,
+        "occupancy": (timed["busy"] + timed["wrapup"]) / staffed if staffed else None,
+    }
+
+
+async def test_a_simulated_hour_matches_the_simulators_record(centre: Centre) -> None:
+    """The simulator's centre (breaks, wrap-up, transfers, two skills) for an hour: every
+    agent's answered, AHT and occupancy in every window, against its own record."""
+    now_ms = int(time.time() * 1000)
+    start = (now_ms - 3550_000) // 1000 * 1000
+    config = SimulationConfig(
+        queues=(QueueConfig("sales", 0.06, 150.0), QueueConfig("support", 0.04, 200.0)),
+        agents=tuple(AgentConfig(f"agent-{i}", ("sales", "support") if i % 3 == 0
+                                 else (("sales",) if i % 2 else ("support",)))
+                     for i in range(12)),
+        seed=7, duration_seconds=3500.0, wrapup_seconds=15.0, patience_seconds=90.0,
+        transfer_fraction=0.1, break_every_seconds=1200.0, break_seconds=180.0,
+    )
+    events, days = generate_with_record(config, datetime.fromtimestamp(start / 1000, UTC))
+    for first in range(0, len(events), 400):
+        await centre.apply(*events[first:first + 400])
+    figures = await agent_figures(centre.store, now_ms)
+    assert set(figures) == set(days)
+    checked = 0
+    for agent_id, day in days.items():
+        for window, (seconds, bucket) in zip(("5m", "15m", "1h"), bucket_windows(WINDOWS),
+                                             strict=True):
+            expected = expected_from_record(day, window_start_ms(now_ms, seconds, bucket),
+                                            now_ms)
+            got = figures[agent_id]["windows"][window]
+            assert got["answered"] == expected["answered"], (agent_id, window)
+            for key in ("aht_seconds", "occupancy"):
+                if expected[key] is None:
+                    assert got[key] is None, (agent_id, window, key)
+                else:  # event times and the record's handle lengths are each rounded
+                    # to the ms: a mean handle time may differ by up to 1 ms
+                    tolerance = 1e-3 if key == "aht_seconds" else 1e-12
+                    assert got[key] == pytest.approx(expected[key], abs=tolerance), (
+                        agent_id, window, key)
+            checked += expected["answered"]
+    assert checked > 250  # the hour was a busy one
