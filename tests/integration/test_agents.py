@@ -6,6 +6,7 @@ Events go through the production parse -> route -> atomic apply -> read path of
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -15,8 +16,10 @@ from typing import Any
 import pytest
 from test_figures import T0, WINDOWS, Centre, Rec, ev, new_store, queued
 
+from harness import ProcessorProcess, http_json, produce, unique_settings, wait_until
 from stream.agent_figures import agent_snapshots, window_start_ms
 from stream.batching import PreparedBatch, add
+from stream.broker import EmbeddedBroker
 from stream.config import Policy
 from stream.simulate import (
     AgentConfig,
@@ -207,23 +210,24 @@ def expected_from_record(day: AgentDay, since_ms: int, now_ms: int) -> dict[str,
     }
 
 
-async def test_a_simulated_hour_matches_the_simulators_record(centre: Centre) -> None:
-    """The simulator's centre (breaks, wrap-up, transfers, two skills) for an hour: every
-    agent's answered, AHT and occupancy in every window, against its own record."""
-    now_ms = int(time.time() * 1000)
-    start = (now_ms - 3550_000) // 1000 * 1000
+def simulated_centre(start_ms: int, seconds: float) -> tuple[list[dict[str, Any]],
+                                                             dict[str, AgentDay]]:
+    """The simulator's centre (breaks, wrap-up, transfers, two skills) from ``start_ms``."""
     config = SimulationConfig(
         queues=(QueueConfig("sales", 0.06, 150.0), QueueConfig("support", 0.04, 200.0)),
         agents=tuple(AgentConfig(f"agent-{i}", ("sales", "support") if i % 3 == 0
                                  else (("sales",) if i % 2 else ("support",)))
                      for i in range(12)),
-        seed=7, duration_seconds=3500.0, wrapup_seconds=15.0, patience_seconds=90.0,
+        seed=7, duration_seconds=seconds, wrapup_seconds=15.0, patience_seconds=90.0,
         transfer_fraction=0.1, break_every_seconds=1200.0, break_seconds=180.0,
     )
-    events, days = generate_with_record(config, datetime.fromtimestamp(start / 1000, UTC))
-    for first in range(0, len(events), 400):
-        await centre.apply(*events[first:first + 400])
-    figures = await agent_figures(centre.store, now_ms)
+    return generate_with_record(config, datetime.fromtimestamp(start_ms / 1000, UTC))
+
+
+def assert_as_recorded(figures: dict[str, dict[str, Any]], days: dict[str, AgentDay],
+                       now_ms: int) -> int:
+    """Every agent's answered, AHT and occupancy in every window as the record has them;
+    returns the calls answered in the longest window."""
     assert set(figures) == set(days)
     checked = 0
     for agent_id, day in days.items():
@@ -241,5 +245,44 @@ async def test_a_simulated_hour_matches_the_simulators_record(centre: Centre) ->
                     tolerance = 1.0001e-3 if key == "aht_seconds" else 1e-12
                     assert got[key] == pytest.approx(expected[key], abs=tolerance), (
                         agent_id, window, key)
-            checked += expected["answered"]
-    assert checked > 250  # the hour was a busy one
+        checked += expected["answered"]
+    return checked
+
+
+async def test_a_simulated_hour_matches_the_simulators_record(centre: Centre) -> None:
+    now_ms = int(time.time() * 1000)
+    events, days = simulated_centre((now_ms - 3550_000) // 1000 * 1000, 3500.0)
+    for first in range(0, len(events), 400):
+        await centre.apply(*events[first:first + 400])
+    assert assert_as_recorded(await agent_figures(centre.store, now_ms), days,
+                              now_ms) > 150  # the hour was a busy one
+
+
+async def test_duplicates_and_kill_9_through_kafka_change_nothing(
+        broker: EmbeddedBroker) -> None:
+    """Half an hour of the simulated centre, all of it produced twice, through a
+    processor killed with SIGKILL mid-stream: the API's figures are the record's."""
+    now_ms = int(time.time() * 1000)
+    events, days = simulated_centre((now_ms - 1900_000) // 1000 * 1000, 1800.0)
+    recorded = {agent_id: len(day.answered_ms) for agent_id, day in days.items()}
+    settings = unique_settings(broker.bootstrap, kafka_batch_max=150)
+    processor = await ProcessorProcess(settings).start()
+    producing = asyncio.create_task(produce(settings, events + events))
+    await asyncio.sleep(0.5)
+    processor.kill()
+    await producing
+    restarted = await ProcessorProcess(settings).start()
+    try:
+        async def all_applied() -> bool:
+            body = await http_json(restarted.url + "/api/agents")
+            return {a["agent_id"]: a["windows"]["1h"]["answered"]
+                    for a in body["agents"]} == recorded
+
+        await wait_until(all_applied, timeout=60)
+        body = await http_json(restarted.url + "/api/agents")
+        at = int(datetime.fromisoformat(body["ts"]).timestamp() * 1000)
+        assert assert_as_recorded({a["agent_id"]: a for a in body["agents"]}, days, at) > 100
+        one = await http_json(restarted.url + "/api/agents/agent-3")
+        assert one["agent_id"] == "agent-3" and one["queues"] == ["sales", "support"]
+    finally:
+        assert restarted.terminate() == 0
