@@ -264,7 +264,6 @@ async def test_duplicates_and_kill_9_through_kafka_change_nothing(
     processor killed with SIGKILL mid-stream: the API's figures are the record's."""
     now_ms = int(time.time() * 1000)
     events, days = simulated_centre((now_ms - 1900_000) // 1000 * 1000, 1800.0)
-    recorded = {agent_id: len(day.answered_ms) for agent_id, day in days.items()}
     settings = unique_settings(broker.bootstrap, kafka_batch_max=150)
     processor = await ProcessorProcess(settings).start()
     producing = asyncio.create_task(produce(settings, events + events))
@@ -273,16 +272,24 @@ async def test_duplicates_and_kill_9_through_kafka_change_nothing(
     await producing
     restarted = await ProcessorProcess(settings).start()
     try:
-        async def all_applied() -> bool:
-            body = await http_json(restarted.url + "/api/agents")
-            return {a["agent_id"]: a["windows"]["1h"]["answered"]
-                    for a in body["agents"]} == recorded
-
-        await wait_until(all_applied, timeout=60)
-        body = await http_json(restarted.url + "/api/agents")
-        at = int(datetime.fromisoformat(body["ts"]).timestamp() * 1000)
-        assert assert_as_recorded({a["agent_id"]: a for a in body["agents"]}, days, at) > 100
+        await api_agents_as_recorded(restarted.url, days)
         one = await http_json(restarted.url + "/api/agents/agent-3")
         assert one["agent_id"] == "agent-3" and one["queues"] == ["sales", "support"]
     finally:
         assert restarted.terminate() == 0
+
+
+async def api_agents_as_recorded(url: str, days: dict[str, AgentDay]) -> None:
+    """Wait until ``/api/agents`` has every call of the record, then check every figure
+    at the snapshot's own now."""
+    recorded = {agent_id: len(day.answered_ms) for agent_id, day in days.items()}
+
+    async def all_applied() -> bool:
+        body = await http_json(url + "/api/agents")
+        return {a["agent_id"]: a["windows"]["1h"]["answered"]
+                for a in body["agents"]} == recorded
+
+    await wait_until(all_applied, timeout=60)
+    body = await http_json(url + "/api/agents")
+    at = int(datetime.fromisoformat(body["ts"]).timestamp() * 1000)
+    assert assert_as_recorded({a["agent_id"]: a for a in body["agents"]}, days, at) > 100
