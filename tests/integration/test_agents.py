@@ -7,18 +7,26 @@ Events go through the production parse -> route -> atomic apply -> read path of
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from test_figures import T0, WINDOWS, Centre, Rec, ev, new_store, queued
+from test_figures import T0, WINDOWS, Centre, ev, new_store, queued
 
-from harness import ProcessorProcess, http_json, produce, unique_settings, wait_until
+from harness import (
+    InProcessProcessor,
+    ProcessorProcess,
+    http_json,
+    http_status,
+    http_text,
+    metric_value,
+    produce,
+    read_topic,
+    unique_settings,
+    wait_until,
+)
 from stream.agent_figures import agent_snapshots, window_start_ms
-from stream.batching import PreparedBatch, add
 from stream.broker import EmbeddedBroker
 from stream.config import Policy
 from stream.simulate import (
@@ -29,7 +37,6 @@ from stream.simulate import (
     generate_with_record,
 )
 from stream.snapshots import bucket_windows, iso
-from stream.state.keys import KeySpace
 from stream.state.store import StateStore
 
 
@@ -179,19 +186,43 @@ async def test_a_state_begun_long_ago_costs_bounded_time(centre: Centre) -> None
     assert a1["windows"]["5m"]["occupancy"] == pytest.approx(60 / 300)  # from T0 - 240 s
 
 
-async def test_the_agent_cap_holds_against_6000_agent_ids() -> None:
-    base = await new_store()
-    store = StateStore(base.client, bucket_windows(WINDOWS), KeySpace(f"f{uuid.uuid4().hex[:8]}"))
-    try:
-        now_ms = int(time.time() * 1000)
-        batch = PreparedBatch()
-        records = [Rec("t", 0, i, None, json.dumps(state(f"agent-{i}", 0, "available")).encode())
-                   for i in range(6000)]
-        add(batch, records, now_ms, event_clock=False)
-        _, refused = await store.admit(batch.state, now_ms)
-        assert len(refused) == 1000 and await store.client.zcard(store.keys.agent_index) == 5000
-    finally:
-        await store.close()
+async def test_the_agent_cap_holds_against_6000_agent_ids(broker: EmbeddedBroker) -> None:
+    """One producer names 6,000 agents: 5,000 (the default cap) are tracked, the rest
+    dead-lettered, and no more agents than that reach the API or the metric labels."""
+    settings = unique_settings(broker.bootstrap)
+    now_ms = int(time.time() * 1000) - 60_000
+    flood = [{"event_id": f"s{i}", "type": "agent.state", "ts": iso(now_ms),
+              "agent_id": f"agent-{i}", "state": "available", "queues": ["q"]}
+             for i in range(6000)]
+    await produce(settings, flood)
+    async with InProcessProcessor(settings) as processor:
+        async def rejected() -> bool:
+            return await metric_value(processor.url, "callstream_events_total",
+                                      result="rejected") == 1000
+
+        async def shown() -> bool:
+            return len((await http_json(processor.url + "/api/agents"))["agents"]) == 5000
+
+        await wait_until(rejected, timeout=60)
+        await wait_until(shown, timeout=10)
+        body = await http_json(processor.url + "/api/agents")
+        tracked = body["agents"][0]["agent_id"]
+        await produce(settings, [{"event_id": "again", "type": "agent.state",
+                                  "ts": iso(now_ms + 1000), "agent_id": tracked,
+                                  "state": "busy", "queues": ["q"]}])
+
+        async def goes_on() -> bool:
+            agent = await http_json(f"{processor.url}/api/agents/{tracked}")
+            return bool(agent["state"] == "busy")
+
+        await wait_until(goes_on, timeout=20)
+        metrics = await http_text(processor.url + "/metrics")
+        assert len({line.split('agent="')[1].split('"')[0] for line in metrics.splitlines()
+                    if line.startswith("callstream_agent_state{")}) == 5000
+        assert await http_status(processor.url + "/api/agents/agent-none") == 404
+    dead = await read_topic(broker.bootstrap, settings.topic_dlq, 1000)
+    assert len(dead) == 1000
+    assert {dict(m.headers)["callstream-error"] for m in dead} == {b"too_many_agents"}
 
 
 def expected_from_record(day: AgentDay, since_ms: int, now_ms: int) -> dict[str, Any]:
