@@ -39,6 +39,8 @@ local states = {}         -- agent_id -> its state value, read once, written at 
 local changed, is_changed = {}, {}  -- agent_ids whose state value changed, in order
 local buckets, bucket_order = {}, {}  -- "window:bucket" -> {"agent|state" -> ms}
 local staffed = {available = true, busy = true, wrapup = true}
+local bucket_seconds = {}
+for _, w in ipairs(cfg.windows) do bucket_seconds[w[1]] = w[2] end
 -- A state's time older than the longest window and its bucket is read by no window:
 -- that bound keeps a state begun decades ago as cheap as any other.
 local reach_ms = 0
@@ -112,17 +114,14 @@ for i, e in ipairs(rows) do
         if old_state ~= nil then
           old_since = tonumber(old_since)
           local new_state, queues = string.match(value, '^(%a+)|([^|]*)|')
-          if old_state == new_state then
+          if old_state ~= new_state then add_time(e[4], old_state, old_since, e[5]) end
+          if old_state == new_state or e[5] < old_since then
+            -- the same state goes on; a state applied late begins when the last one began
             value = new_state .. '|' .. queues .. '|' .. string.format('%.0f', old_since)
-          else
-            add_time(e[4], old_state, old_since, e[5])
-            if e[5] < old_since then  -- applied late: it begins when the last one began
-              value = new_state .. '|' .. queues .. '|' .. string.format('%.0f', old_since)
-            end
           end
         end
       end
-      if states[e[4]] == nil or not is_changed[e[4]] then
+      if not is_changed[e[4]] then
         changed[#changed + 1] = e[4]
         is_changed[e[4]] = true
       end
@@ -139,15 +138,11 @@ for _, agent in ipairs(changed) do
 end
 for _, id in ipairs(bucket_order) do
   local window = tonumber(string.match(id, '^(%d+):'))
-  local size
-  for _, w in ipairs(cfg.windows) do
-    if w[1] == window then size = w[2] end
-  end
   local key = prefix .. ':w:' .. id
   for field, ms in pairs(buckets[id]) do
     redis.call('HINCRBY', key, field, string.format('%.0f', ms))
   end
-  redis.call('EXPIRE', key, window + 2 * size + cfg.bucket_ttl_extra_s)
+  redis.call('EXPIRE', key, window + 2 * bucket_seconds[window] + cfg.bucket_ttl_extra_s)
 end
 for source, offset in pairs(applied) do
   redis.call('HSET', offsets_key, source, string.format('%.0f', offset))
