@@ -60,18 +60,20 @@ def agent_snapshots(states: AgentStates, state_ms: StateMs, queue_windows: Queue
     """
     calls = calls_by_agent(queue_windows)
     bucket_of = dict(windows)
+    # Worked out once per refresh, not per agent: it runs twice a second for every agent.
+    edges = [(format_duration(window), calls.get(window, {}), state_ms.get(window, {}),
+              window_start_ms(now_ms, window, bucket_of[window])) for window in shown]
     agents = []
     for agent_id in sorted(states):
         state, queues, since = states[agent_id]
         per_window = {}
-        for window in shown:
-            mine = calls.get(window, {}).get(agent_id, {})
-            timed = dict(state_ms.get(window, {}).get(agent_id, {}))
+        for label, window_calls, window_ms, edge in edges:
+            mine = window_calls.get(agent_id, {})
+            timed = dict(window_ms.get(agent_id, {}))
             if state in STAFFED_STATES:
-                start = max(since, window_start_ms(now_ms, window, bucket_of[window]))
-                timed[state] = timed.get(state, 0) + max(0, now_ms - start)
+                timed[state] = timed.get(state, 0) + max(0, now_ms - max(since, edge))
             aht_ms = ratio(mine.get("handle_ms", 0), mine.get("handled", 0))
-            per_window[format_duration(window)] = {
+            per_window[label] = {
                 "answered": int(mine.get("answered", 0)),
                 "aht_seconds": None if aht_ms is None else aht_ms / 1000,
                 "occupancy": occupancy(timed),
