@@ -1,6 +1,7 @@
 """Benchmark the core pipeline against tansu and a local Redis (run by hand, not in CI).
 
     .venv/bin/python bench/bench_pipeline.py throughput [--calls 100000 --queues 50]
+        [--agents 500]
     .venv/bin/python bench/bench_pipeline.py latency [--rate 5000 --seconds 20]
     .venv/bin/python bench/bench_pipeline.py rss [--events 1000000]
 
@@ -9,6 +10,10 @@ callstream's processor on it (first applied event to last), in the same run.
 latency: produce at a fixed rate while the processor runs; Kafka record timestamp
 (producer side) to the moment Redis acknowledged the batch holding it.
 rss: a `callstream run` child process applies N events; its VmRSS at the end.
+
+--agents N: calls are answered by N agents, each of whom also sends agent.state busy at
+the answer, wrapup at the end and available 10 s later (the per-agent figures at work).
+CALLSTREAM_BENCH_REDIS_URL names the Redis database (default db 14, flushed at the end).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing
+import os
 import random
 import statistics
 import subprocess
@@ -41,11 +47,13 @@ from stream.state.keys import KeySpace
 from stream.state.store import StateStore
 from stream.web.hub import SnapshotHub
 
-REDIS_URL = "redis://127.0.0.1:6379/14"
+REDIS_URL = os.environ.get("CALLSTREAM_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 
 
-def events_for(calls: int, queues: int, seed: int = 1) -> list[tuple[bytes, bytes]]:
-    """~2.85 events per call: queued, then answered + ended (75%) or abandoned."""
+def events_for(calls: int, queues: int, seed: int = 1, agents: int = 0
+               ) -> list[tuple[bytes, bytes]]:
+    """~2.85 events per call: queued, then answered + ended (75%) or abandoned; with
+    ``agents``, three agent.state events more per answered call."""
     rng = random.Random(seed)
     start = int(time.time() * 1000) - 1800_000
     out: list[tuple[bytes, bytes]] = []
@@ -56,14 +64,22 @@ def events_for(calls: int, queues: int, seed: int = 1) -> list[tuple[bytes, byte
         wait = rng.randint(1, 60) * 1000
         rows: list[dict[str, Any]] = [{"type": "call.queued", "ts": iso(t),
                                        "caller": f"+4420{rng.randint(10**7, 10**8 - 1)}"}]
+        agent = f"a{i % agents}" if agents else "a1"
+        states: list[tuple[int, str]] = []
         if rng.random() < 0.85:
-            rows.append({"type": "call.answered", "ts": iso(t + wait), "agent_id": "a1"})
+            rows.append({"type": "call.answered", "ts": iso(t + wait), "agent_id": agent})
             rows.append({"type": "call.ended", "ts": iso(t + wait + 180_000)})
+            states = [(t + wait, "busy"), (t + wait + 180_000, "wrapup"),
+                      (t + wait + 190_000, "available")]
         else:
             rows.append({"type": "call.abandoned", "ts": iso(t + wait)})
         for n, row in enumerate(rows):
             row |= {"event_id": f"{call}-{n}", "call_id": call, "queue_id": queue}
             out.append((queue.encode(), json.dumps(row).encode()))
+        for n, (ts, state) in enumerate(states if agents else []):
+            row = {"event_id": f"{call}-s{n}", "type": "agent.state", "ts": iso(ts),
+                   "agent_id": agent, "state": state, "queues": [queue]}
+            out.append((agent.encode(), json.dumps(row).encode()))
     return out
 
 
@@ -151,7 +167,7 @@ async def run_consumer(settings: Settings, until: int, core_only: bool = False
 
 
 async def throughput(args: argparse.Namespace) -> None:
-    events = events_for(args.calls, args.queues)
+    events = events_for(args.calls, args.queues, agents=args.agents)
     with EmbeddedBroker() as broker:
         settings = unique_settings(broker.bootstrap, redis_url=REDIS_URL)
         await ensure_topics(settings, all_topics(settings))
@@ -160,7 +176,8 @@ async def throughput(args: argparse.Namespace) -> None:
         drain_rate = await drain
         consumer = await run_consumer(settings, len(events), args.core_only)
     rate = len(events) / (consumer.last - consumer.first)
-    print(f"events: {len(events)} ({args.calls} calls, {args.queues} queues, 8 partitions)")
+    print(f"events: {len(events)} ({args.calls} calls, {args.queues} queues, "
+          f"{args.agents or 1} agent(s), 8 partitions)")
     print(f"bare aiokafka drain: {drain_rate:,.0f} events/s")
     print(f"callstream applied:  {rate:,.0f} events/s "
           f"({rate / drain_rate:.1%} of the bare drain)")
@@ -242,6 +259,7 @@ def main() -> None:
     t.add_argument("--queues", type=int, default=50)
     t.add_argument("--core-only", action="store_true",
                    help="the state step alone: no caller facts, no callback offers")
+    t.add_argument("--agents", type=int, default=0)
     lat = sub.add_parser("latency")
     lat.add_argument("--rate", type=int, default=5000)
     lat.add_argument("--seconds", type=int, default=20)
@@ -249,7 +267,7 @@ def main() -> None:
     r.add_argument("--events", type=int, default=1_000_000)
     args = parser.parse_args()
     asyncio.run({"throughput": throughput, "latency": latency, "rss": rss}[args.mode](args))
-    subprocess.run(["redis-cli", "-n", "14", "flushdb"], capture_output=True, check=False)
+    subprocess.run(["redis-cli", "-u", REDIS_URL, "flushdb"], capture_output=True, check=False)
 
 
 if __name__ == "__main__":

@@ -95,6 +95,42 @@ class QueueCollector(Collector):
                     totals, offers, results, refusals)
 
 
+class AgentCollector(Collector):
+    """Exports the latest per-agent figures (contract §5 "per agent")."""
+
+    def __init__(self, hub: SnapshotHub) -> None:
+        self.hub = hub
+
+    def collect(self) -> Iterator[Metric]:
+        agents: list[dict[str, Any]] = self.hub.snapshot.get("agents", [])
+        state = GaugeMetricFamily("callstream_agent_state",
+                                  "1 for the agent's current state, 0 for the others",
+                                  labels=["agent", "state"])
+        seconds = GaugeMetricFamily("callstream_agent_state_seconds",
+                                    "Seconds in the current state", labels=["agent"])
+        answered = GaugeMetricFamily("callstream_agent_answered",
+                                     "Calls answered by the agent over a rolling window",
+                                     labels=["agent", "window"])
+        aht = GaugeMetricFamily("callstream_agent_aht_seconds",
+                                "Mean handle time of the agent's legs ended in the window",
+                                labels=["agent", "window"])
+        occupancy = GaugeMetricFamily("callstream_agent_occupancy_ratio",
+                                      "(busy + wrapup) / (available + busy + wrapup) time",
+                                      labels=["agent", "window"])
+        for agent in agents:
+            a = agent["agent_id"]
+            for name in AGENT_STATES:
+                state.add_metric([a, name], 1 if agent["state"] == name else 0)
+            seconds.add_metric([a], agent["state_seconds"])
+            for window, figures in agent["windows"].items():
+                answered.add_metric([a, window], figures["answered"])
+                if figures["aht_seconds"] is not None:
+                    aht.add_metric([a, window], figures["aht_seconds"])
+                if figures["occupancy"] is not None:
+                    occupancy.add_metric([a, window], figures["occupancy"])
+        yield from (state, seconds, answered, aht, occupancy)
+
+
 class DelayHistogram(Collector):
     """``callstream_event_delay_seconds``, observed a batch at a time.
 
@@ -146,4 +182,5 @@ def build_registry(hub: SnapshotHub) -> tuple[CollectorRegistry, PipelineMetrics
     """A registry of its own (not the global one), so tests can run many processors."""
     registry = CollectorRegistry()
     registry.register(QueueCollector(hub))
+    registry.register(AgentCollector(hub))
     return registry, PipelineMetrics(registry)

@@ -20,7 +20,7 @@ import secrets
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, Literal, TextIO
@@ -197,6 +197,28 @@ def timeline(config: SimulationConfig, start: datetime) -> Iterator[tuple[float,
     return _CallCentre(config, start).timeline()
 
 
+@dataclass
+class AgentDay:
+    """The simulator's own record of one agent's day, kept from its model rather than
+    read back from the events: the reference the per-agent figures are tested against."""
+
+    #: epoch ms of each call the agent answered
+    answered_ms: list[int] = field(default_factory=list)
+    #: (epoch ms the handle time ended, its length in ms) of each call it finished
+    handled: list[tuple[int, int]] = field(default_factory=list)
+    #: (epoch ms, state) of each state it showed, in order
+    states: list[tuple[int, str]] = field(default_factory=list)
+
+
+def generate_with_record(config: SimulationConfig, start: datetime
+                         ) -> tuple[list[Event], dict[str, AgentDay]]:
+    """The events of a finite simulation, and each agent's day as the simulator lived it."""
+    _require(config.duration_seconds is not None, "a record needs a finite duration")
+    centre = _CallCentre(config, start)
+    events = [event for _, event in centre.timeline()]
+    return events, centre.agent_days
+
+
 def format_ts(epoch_ms: int) -> str:
     """Unix milliseconds -> RFC 3339 UTC with milliseconds, ``2026-11-22T10:15:30.250Z``."""
     seconds, millis = divmod(epoch_ms, 1000)
@@ -286,6 +308,7 @@ class _CallCentre:
         self._queue_order = [q.queue_id for q in config.queues]
         self._peak = max(config.hourly_profile)
         self._agents = [_Agent(a, frozenset(a.queues)) for a in config.agents]
+        self.agent_days = {a.agent_id: AgentDay() for a in config.agents}
         #: Available agents in the order they became available: the longest idle first.
         self._idle: dict[str, _Agent] = {}
         self._waiting: dict[str, list[tuple[int, float, int, int, _Call]]] = {
@@ -322,7 +345,7 @@ class _CallCentre:
 
     def _emit(self, kind: str, **fields: Any) -> None:
         self._events += 1
-        epoch_ms = self._start_ms + round(self._now * 1000)
+        epoch_ms = self._epoch_ms()
         second, millis = divmod(epoch_ms, 1000)
         if second != self._last_second:
             self._last_second = second
@@ -334,6 +357,9 @@ class _CallCentre:
         }
         event.update(fields)
         self._out.append(event)
+
+    def _epoch_ms(self) -> int:
+        return self._start_ms + round(self._now * 1000)
 
     def _day_ms(self, when: float) -> int:
         """Milliseconds since UTC midnight at simulated time ``when``: exact, for shift edges."""
@@ -505,10 +531,13 @@ class _CallCentre:
         self._emit(
             "call.answered", call_id=call.call_id, queue_id=call.queue_id, agent_id=agent.agent_id
         )
+        self.agent_days[agent.agent_id].answered_ms.append(self._epoch_ms())
         self._send_state(agent)
         self._at(self._now + call.handle_seconds, lambda: self._hang_up(call, agent))
 
     def _hang_up(self, call: _Call, agent: _Agent) -> None:
+        self.agent_days[agent.agent_id].handled.append(
+            (self._epoch_ms(), round(call.handle_seconds * 1000)))
         if call.transfer_to is not None:
             target, call.transfer_to = call.transfer_to, None
             self._emit(
@@ -565,6 +594,7 @@ class _CallCentre:
         state = agent.wanted_state()
         if state != agent.state:
             agent.state = state
+            self.agent_days[agent.agent_id].states.append((self._epoch_ms(), state))
             self._emit(
                 "agent.state",
                 agent_id=agent.agent_id,

@@ -12,6 +12,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from .agent_figures import agent_snapshots
 from .config import STAFFING_WINDOW_SECONDS, TREND_WINDOW_SECONDS, Policy, Settings
 from .figures import agents_by_queue, queue_snapshot
 from .health import Health
@@ -46,13 +47,19 @@ class SnapshotRefresher:
         now_ms = await self.store.now_ms(self.settings.clock == "event")
         queue_ids = await self.store.queue_ids()
         raw = await self.store.read_queues(queue_ids, now_ms)
-        agents = agents_by_queue(await self.store.agent_states())
+        raw_agents = await self.store.read_agents(now_ms)
+        agents = agents_by_queue(raw_agents.states)
         queues: list[dict[str, Any]] = [
             queue_snapshot(q, raw[q], agents.get(q, {}), self.policy.for_queue(q),
                            self.settings.window_seconds, now_ms)
             for q in queue_ids
         ]
-        return {"ts": iso(now_ms), "ready": self.health.ready, "queues": queues}
+        per_agent = agent_snapshots(
+            raw_agents.states, raw_agents.state_ms,
+            {q: raw[q]["windows"] for q in queue_ids}, self.store.windows,
+            self.settings.window_seconds, now_ms, iso)
+        return {"ts": iso(now_ms), "ready": self.health.ready, "queues": queues,
+                "agents": per_agent}
 
     async def run(self, stop: asyncio.Event) -> None:
         outage = Outage("Redis (snapshot refresh)", "CALLSTREAM_REDIS_URL", log)

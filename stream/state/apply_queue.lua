@@ -31,7 +31,9 @@
 --   :legidx   zset call_id -> a time (ms) at most 1 h before the leg's last touch;
 --             legs idle past leg_ttl_ms are forgotten
 --   :waiting  zset call_id -> queued ts (ms)
---   :w:<window_s>:<bucket> hash figure -> count (bucket = floor(ts_ms / 1000 / bucket_s))
+--   :w:<window_s>:<bucket> hash figure -> count (bucket = floor(ts_ms / 1000 / bucket_s));
+--             per agent also "answered|<agent_id>", "handled|<agent_id>" and
+--             "handle_ms|<agent_id>" (the answering agent's legs; summed over queues on read)
 --   :totals   hash outcome -> count (monotonic, for callstream_calls_total)
 --   :seen     string: the wall time (ms) of the last batch, for forgetting idle queues
 --   :cbwait   zset "caller|queued_ms|call_id" -> when its wait reaches cb_wait_ms: the
@@ -183,10 +185,20 @@ local function abandon(ts, wait)
   end
 end
 
+-- The agent's own figures (contract §2 "Per agent") sit beside the queue's, in its buckets.
+local function count_agent_answered(ts, agent)
+  if agent ~= nil then count(ts, 'answered|' .. agent, 1, false) end
+end
+
 local function end_handle(ts, leg)
   if leg.a ~= nil then
+    local handle = span(leg.a, ts)
     count(ts, 'handled', 1, false)
-    count(ts, 'handle_ms', span(leg.a, ts), false)
+    count(ts, 'handle_ms', handle, false)
+    if leg.agent ~= nil then  -- the answering agent's, whichever agent the end names
+      count(ts, 'handled|' .. leg.agent, 1, false)
+      count(ts, 'handle_ms|' .. leg.agent, handle, false)
+    end
   end
 end
 
@@ -211,6 +223,7 @@ local function apply(token, kind, call_id, ts, caller, priority, agent)
     -- A terminal event for a leg never seen: counted without a wait, then closed.
     if kind == 'A' then
       count(ts, 'answered', 1, true)
+      count_agent_answered(ts, agent)
       write_leg(call_id, {st = 'A', d = ts, a = ts, agent = agent}, nil, token)
     else
       if kind == 'B' then
@@ -231,6 +244,7 @@ local function apply(token, kind, call_id, ts, caller, priority, agent)
     stop_waiting(call_id, leg)
     if kind == 'A' then
       count(ts, 'answered', 1, true)
+      count_agent_answered(ts, agent)
       count(ts, 'answered_waited', 1, false)
       count(ts, 'wait_ms', wait, false)
       if wait <= cfg.sla_ms then count(ts, 'answered_in_sla', 1, true) end

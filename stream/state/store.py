@@ -43,7 +43,7 @@ IDLE_MS = 24 * 3600 * 1000
 BUCKET_TTL_EXTRA_S = 360
 _SCRIPTS = ("apply_queue", "apply_agents", "read_queue", "raise_clock", "admit", "forget",
             "sweep_queue", "sweep_agents", "claim_out", "done_out", "cb_due", "cb_reserve",
-            "cb_release", "cb_emit", "cb_refuse", "cb_attempt", "cb_cancel")
+            "cb_release", "cb_emit", "cb_refuse", "cb_attempt", "cb_cancel", "read_agents")
 #: How a script says that one row of its batch cannot be applied (see apply_queue.lua).
 _ROW_FAILED = "CSAPPLY "
 
@@ -70,6 +70,24 @@ class QueueRules:
 #: Called with the indexes of messages that cannot be applied; returns once they are
 #: dead-lettered, so that a crash never loses them.
 OnFailed = Callable[[list[tuple[int, str]]], Awaitable[None]]
+
+
+AgentState = tuple[str, list[str], int]
+
+
+@dataclass(frozen=True)
+class RawAgents:
+    """What ``read_agents`` found: states, and staffed time per window (ms)."""
+
+    #: agent_id -> (state, queues, since: ts in ms of the event that began the state)
+    states: dict[str, AgentState]
+    #: window_s -> agent_id -> state -> ms spent in it within the window (closed states)
+    state_ms: dict[int, dict[str, dict[str, int]]]
+
+
+def _agent_state(value: str) -> AgentState:
+    state, queues, since = value.split("|")
+    return state, [q for q in queues.split(",") if q], int(since)
 
 
 def _script(name: str) -> str:
@@ -194,7 +212,8 @@ class StateStore:
         expect = {source: offset for (s, source), offset in self._written.items()
                   if s == shard}
         if shard == AGENTS:
-            config = {"now": now_ms, "dedup_ttl_s": DEDUP_TTL_S, "expect": expect}
+            config = {"now": now_ms, "dedup_ttl_s": DEDUP_TTL_S, "expect": expect,
+                      "windows": self.windows, "bucket_ttl_extra_s": BUCKET_TTL_EXTRA_S}
             return ("apply_agents", self.keys.agents, json.dumps(config), rows)
         rule = rules[shard]
         config = {
@@ -356,14 +375,27 @@ class StateStore:
                                        for q in queue_ids])
         return {q: json.loads(r) for q, r in zip(queue_ids, replies, strict=True)}
 
-    async def agent_states(self) -> dict[str, tuple[str, list[str], int]]:
+    async def agent_states(self) -> dict[str, AgentState]:
         """agent_id -> (state, queues, since: ts in ms of the event that began the state)."""
         raw = await self.client.hgetall(self.keys.agent_states)
-        agents: dict[str, tuple[str, list[str], int]] = {}
-        for agent, value in raw.items():
-            state, queues, since = str(value).split("|")
-            agents[str(agent)] = (state, [q for q in queues.split(",") if q], int(since))
-        return agents
+        return {str(agent): _agent_state(str(value)) for agent, value in raw.items()}
+
+    async def read_agents(self, now_ms: int) -> RawAgents:
+        """Every agent's state and its time (ms) per staffed state per window, read in
+        one atomic call: agent_id -> (state, queues, since), and window_s -> agent_id ->
+        state -> ms (the state still open not included)."""
+        config = json.dumps({"now": now_ms, "windows": self.windows})
+        reply = json.loads((await self._scripts([("read_agents", self.keys.agents,
+                                                  config)]))[0])
+        states = {str(agent): _agent_state(str(value))
+                  for agent, value in reply["states"].items()}
+        windows: dict[int, dict[str, dict[str, int]]] = {}
+        for window, sums in reply["windows"].items():
+            per_agent = windows.setdefault(int(window), {})
+            for field, ms in sums.items():
+                agent, _, state = field.rpartition("|")
+                per_agent.setdefault(agent, {})[state] = int(ms)
+        return RawAgents(states, windows)
 
     # -- scripts -------------------------------------------------------------------------
 

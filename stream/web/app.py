@@ -44,7 +44,7 @@ def build_app(hub: SnapshotHub, registry: CollectorRegistry, health: Health,
         return web.json_response(health.readiness(), status=200 if health.ready else 503)
 
     async def queues(_: web.Request) -> web.Response:
-        return web.json_response(hub.snapshot)
+        return web.json_response({k: v for k, v in hub.snapshot.items() if k != "agents"})
 
     async def queue(request: web.Request) -> web.Response:
         queue_id = request.match_info["queue_id"]
@@ -59,6 +59,7 @@ def build_app(hub: SnapshotHub, registry: CollectorRegistry, health: Health,
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/api/queues", queues)
     app.router.add_get("/api/queues/{queue_id}", queue)
+    _add_agent_routes(app, hub)
     wallboard.add_routes(app, hub)
     return app
 
@@ -71,6 +72,27 @@ def bearer_token(request: web.Request) -> str | None:
 
 def _same(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def _add_agent_routes(app: web.Application, hub: SnapshotHub) -> None:
+    """``GET /api/agents`` and ``GET /api/agents/{agent_id}``: contract §2 "Per agent"."""
+
+    async def agents(_: web.Request) -> web.Response:
+        snapshot = hub.snapshot
+        return web.json_response({"ts": snapshot["ts"], "ready": snapshot["ready"],
+                                  "agents": snapshot.get("agents", [])})
+
+    async def agent(request: web.Request) -> web.Response:
+        agent_id = request.match_info["agent_id"]
+        snapshot = hub.snapshot
+        for figures in snapshot.get("agents", []):
+            if figures["agent_id"] == agent_id:
+                return web.json_response(
+                    figures | {"ts": snapshot["ts"], "ready": snapshot["ready"]})
+        raise web.HTTPNotFound(text=f"agent {agent_id!r} is not tracked")
+
+    app.router.add_get("/api/agents", agents)
+    app.router.add_get("/api/agents/{agent_id}", agent)
 
 
 def _token_guard(token: str) -> Middleware:

@@ -4,6 +4,9 @@
 (``?queues=a,b`` keeps only those queues). The stream forwards only the fields the page
 shows (a whitelist), so nothing else in a snapshot, a caller number least of all, can
 reach a wall display.
+
+``?view=agents`` (with ``&queue=q`` for one queue's agents) serves and streams the team
+lead's view instead: each agent's state, time in it, answered and AHT.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from importlib.resources import files
 from typing import Any
 
@@ -24,6 +27,7 @@ from .hub import Snapshot, SnapshotHub
 
 WALLBOARD_PATH = "/wallboard"
 EVENTS_PATH = "/wallboard/events"
+AGENTS_VIEW = "agents"
 
 #: The page marks itself stale after 3 s without a message, so resend well within that.
 HEARTBEAT_SECONDS = 0.5
@@ -68,16 +72,22 @@ _PAGE_HEADERS = {
 def add_routes(app: web.Application, hub: SnapshotHub) -> None:
     """Register ``GET /wallboard`` (the page) and ``GET /wallboard/events`` (its SSE feed)."""
     page = files(__package__).joinpath("wallboard.html").read_bytes()
+    agents_page = files(__package__).joinpath("wallboard_agents.html").read_bytes()
     closing = asyncio.Event()  # set at shutdown: open streams end instead of holding it up
 
     async def stop_streams(_: web.Application) -> None:
         closing.set()
 
-    async def wallboard_page(_: web.Request) -> web.Response:
-        return web.Response(body=page, headers=_PAGE_HEADERS)
+    async def wallboard_page(request: web.Request) -> web.Response:
+        chosen = agents_page if request.query.get("view") == AGENTS_VIEW else page
+        return web.Response(body=chosen, headers=_PAGE_HEADERS)
 
     async def wallboard_events(request: web.Request) -> web.StreamResponse:
-        return await _stream(request, hub, closing)
+        if request.query.get("view") == AGENTS_VIEW:
+            queue = request.query.get("queue", "").strip() or None
+            return await _stream(request, hub, closing, lambda snap: agents_view(snap, queue))
+        queue_ids = parse_queue_filter(request.query.get("queues", ""))
+        return await _stream(request, hub, closing, lambda snap: wallboard_view(snap, queue_ids))
 
     app.on_shutdown.append(stop_streams)
     app.router.add_get(WALLBOARD_PATH, wallboard_page, name="wallboard")
@@ -85,24 +95,25 @@ def add_routes(app: web.Application, hub: SnapshotHub) -> None:
 
 
 async def _stream(
-    request: web.Request, hub: SnapshotHub, closing: asyncio.Event
+    request: web.Request, hub: SnapshotHub, closing: asyncio.Event,
+    view: Callable[[Snapshot], Mapping[str, Any]],
 ) -> web.StreamResponse:
-    """Send the current snapshot, then each newer one, resending it at least every heartbeat."""
-    queue_ids = parse_queue_filter(request.query.get("queues", ""))
+    """Send the view of the current snapshot, then of each newer one, resending it at
+    least every heartbeat."""
     response = web.StreamResponse(headers=_STREAM_HEADERS)
     try:
         await response.prepare(request)
         await response.write(f"retry: {RECONNECT_MILLISECONDS}\n\n".encode())
         sent_version, renewed_at = hub.version, time.monotonic()
-        message = sse_message(wallboard_view(hub.snapshot, queue_ids))
+        message = sse_message(view(hub.snapshot))
         while not closing.is_set():
             await response.write(message)
             if await hub.wait_newer(sent_version, HEARTBEAT_SECONDS) != sent_version:
                 sent_version, renewed_at = hub.version, time.monotonic()
-                message = sse_message(wallboard_view(hub.snapshot, queue_ids))
-            elif time.monotonic() - renewed_at > SNAPSHOT_STALE_SECONDS:
-                message = sse_message(wallboard_view(hub.snapshot | {"ready": False},
-                                                     queue_ids))
+            snapshot = hub.snapshot  # read again: readiness can change without a new one
+            if time.monotonic() - renewed_at > SNAPSHOT_STALE_SECONDS:
+                snapshot = snapshot | {"ready": False}
+            message = sse_message(view(snapshot))
     except ConnectionResetError:
         pass  # the display went away; nothing to tell anyone
     return response
@@ -154,6 +165,41 @@ def _queue_view(queue: Mapping[str, Any]) -> dict[str, Any]:
     if "alerts" in queue:
         view["alerts"] = [_alert_view(alert) for alert in _mappings(queue["alerts"])]
     return view
+
+
+def agents_view(snapshot: Snapshot, queue_id: str | None = None) -> dict[str, Any]:
+    """The agents the team lead's view shows (those serving ``queue_id``, or all)."""
+    agents = [
+        _agent_view(agent)
+        for agent in _mappings(snapshot.get("agents"))
+        if _token(agent.get("agent_id")) and _token(agent.get("state"))
+        and (queue_id is None or queue_id in _tokens(agent.get("queues")))
+    ]
+    ts = snapshot.get("ts")
+    return {
+        "ts": ts if isinstance(ts, str) and len(ts) <= 40 else None,
+        "ready": snapshot.get("ready") is True,
+        "queue": queue_id if _token(queue_id) else None,
+        "agents": agents,
+    }
+
+
+def _agent_view(agent: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "agent_id": agent["agent_id"],
+        "state": agent["state"],
+        "state_seconds": _number(agent.get("state_seconds")),
+        "queues": _tokens(agent.get("queues")),
+        "windows": {
+            label: _numbers(_mapping(window), ("answered", "aht_seconds", "occupancy"))
+            for label, window in _mapping(agent.get("windows")).items()
+            if _token(label)
+        },
+    }
+
+
+def _tokens(value: Any) -> list[str]:
+    return [item for item in value if _token(item)] if isinstance(value, list) else []
 
 
 def _alert_view(alert: Mapping[str, Any]) -> dict[str, Any]:

@@ -641,6 +641,11 @@ def test_dashboard_is_a_wallboard_for_the_selected_queues() -> None:
         "callstream_events_total",
         "callstream_event_delay_seconds_bucket",
         "callstream_consumer_lag_messages",
+        "callstream_agent_state",
+        "callstream_agent_state_seconds",
+        "callstream_agent_answered",
+        "callstream_agent_aht_seconds",
+        "callstream_agent_occupancy_ratio",
     }
     assert outcomes >= {"offered", "answered", "abandoned"}
     assert queue_filtered, "every queue panel follows the $queue variable"

@@ -73,12 +73,6 @@ NOT_COMPUTED_YET = frozenset(
         "callstream_queue_repeat_call_ratio",
         "callstream_queue_recovery_seconds",
         "callstream_lost_callers_total",
-        # Per-agent figures (section 2, the team-lead's view).
-        "callstream_agent_state",
-        "callstream_agent_state_seconds",
-        "callstream_agent_answered",
-        "callstream_agent_aht_seconds",
-        "callstream_agent_occupancy_ratio",
     }
 )
 

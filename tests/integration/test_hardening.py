@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from test_agents import api_agents_as_recorded, simulated_centre
 
 from harness import (
     InProcessProcessor,
@@ -192,6 +193,32 @@ async def test_aof_cut_while_callstream_runs_reads_the_lost_writes_again(
             await wait_until(lambda: totals_match(
                 processor.url, merged(expected_first, expected_second)), timeout=60)
             await wait_until(lambda: snapshot_is_live(processor.url), timeout=5)
+    finally:
+        stop(server)
+
+
+async def test_aof_cut_leaves_the_agent_figures_exact(broker: EmbeddedBroker,
+                                                      workdir: str) -> None:
+    """The agents' slot and the queues' per-agent counts are read again from Kafka, as the
+    queue figures are, when Redis comes back without its last writes."""
+    port = free_port()
+    server = start_redis(port, workdir, "--appendonly", "yes", "--appendfsync", "always")
+    settings = unique_settings(broker.bootstrap, redis_url=f"redis://127.0.0.1:{port}/0",
+                               kafka_batch_max=200)
+    events, days = simulated_centre((int(time.time() * 1000) - 1900_000) // 1000 * 1000,
+                                    1800.0)
+    half = len(events) // 2
+    try:
+        async with InProcessProcessor(settings) as processor:
+            await produce(settings, events[:half])
+
+            async def caught_up() -> bool:
+                return await metric_value(processor.url, "callstream_events_total") >= half
+
+            await wait_until(caught_up, timeout=60)
+            server = crash_and_cut_aof(server, port, workdir)
+            await produce(settings, events[half:])
+            await api_agents_as_recorded(processor.url, days)
     finally:
         stop(server)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from test_agents import api_agents_as_recorded, simulated_centre
 
 from harness import (
     InProcessProcessor,
@@ -64,3 +65,15 @@ async def test_figures_are_exact_on_a_cluster(broker: EmbeddedBroker, cluster: l
         await wait_until(lambda: totals_match(processor.url, expected), timeout=30)
     holders = {redis.Redis(port=p).dbsize() > 0 for p in cluster}
     assert holders == {True}  # the queues' keys are spread over every primary
+
+
+async def test_agent_figures_are_exact_on_a_cluster(broker: EmbeddedBroker,
+                                                    cluster: list[int]) -> None:
+    """Per-agent calls sit in the queues' slots, agent states in their own: no script
+    spans two slots, and the figures are the simulator's record."""
+    settings = unique_settings(broker.bootstrap, redis_url=f"redis://127.0.0.1:{cluster[0]}/0")
+    events, days = simulated_centre((int(time.time() * 1000) - 1900_000) // 1000 * 1000, 1800.0)
+    await produce(settings, events)
+    await produce(settings, events[:500])  # duplicates
+    async with InProcessProcessor(settings) as processor:
+        await api_agents_as_recorded(processor.url, days)
