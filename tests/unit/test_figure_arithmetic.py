@@ -327,14 +327,15 @@ def test_every_bucket_at_most_a_thirtieth_and_staffing_window_present(
     windows: list[int],
 ) -> None:
     buckets = bucket_windows(windows)
-    assert [window for window, _ in buckets] == sorted(set(windows) | {900})
+    # the 15 m staffing window and the 1 h trend window are always kept
+    assert [window for window, _ in buckets] == sorted(set(windows) | {900, 3600})
     for window, bucket in buckets:
         assert 1 <= bucket <= window / 30
 
 
 def test_staffing_window_added_once() -> None:
     assert bucket_windows([60, 3600]) == [(60, 2), (900, 30), (3600, 120)]
-    assert bucket_windows([900, 900]) == [(900, 30)]
+    assert bucket_windows([900, 900]) == [(900, 30), (3600, 120)]
 
 
 # --- iso --------------------------------------------------------------------------------------
