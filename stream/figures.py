@@ -21,6 +21,8 @@ OUTCOMES: tuple[str, ...] = (
     "callback_accepted",
     "transferred_out",
 )
+#: The kinds of alert callstream decides (contract §4), for ``callstream_alert_firing``.
+ALERT_KINDS: tuple[str, ...] = ("abandonment_spike",)
 AGENT_STATES: tuple[str, ...] = ("available", "busy", "wrapup", "away", "offline")
 #: Staffed agents can take or are working calls; EWT and Erlang C count only them.
 STAFFED_STATES: tuple[str, ...] = ("available", "busy", "wrapup")

@@ -10,6 +10,7 @@ from aiohttp import web
 from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
+from .alerts import AlertWatch, alert_windows, baseline_reach
 from .config import Policy, Settings
 from .consume import Consumer, Health
 from .janitor import sweep_forever
@@ -55,13 +56,14 @@ async def run_processor(settings: Settings, policy: Policy, stop: asyncio.Event)
              settings.http_port)
     store: StateStore | None = None
     try:
-        windows = bucket_windows(settings.window_seconds)
+        windows = bucket_windows(settings.window_seconds, alert_windows(policy))
         holder: list[StateStore] = []
 
         async def connect() -> None:
             holder.append(await StateStore.connect(
                 settings.redis_url, windows, KeySpace(settings.redis_prefix),
-                max_queues=settings.max_queues, max_agents=settings.max_agents))
+                max_queues=settings.max_queues, max_agents=settings.max_agents,
+                reach=baseline_reach(policy)))
 
         if not await _until_reachable(Outage("Redis", "CALLSTREAM_REDIS_URL", log), stop,
                                       connect):
@@ -70,9 +72,20 @@ async def run_processor(settings: Settings, policy: Policy, stop: asyncio.Event)
         if not await _until_reachable(Outage("Kafka", "CALLSTREAM_KAFKA_BOOTSTRAP", log), stop,
                                       lambda: ensure_topics(settings, all_topics(settings))):
             return
+        watch: list[AlertWatch] = []
+
+        async def start_alerts() -> None:
+            watch.append(await AlertWatch.start(settings, store, policy, mqtt))
+
+        if not await _until_reachable(Outage("Kafka", "CALLSTREAM_KAFKA_BOOTSTRAP", log), stop,
+                                      start_alerts):
+            return
+        alerts = watch[0]
         consumer = Consumer(settings, policy, store, metrics, health)
-        refresher = SnapshotRefresher(settings, policy, store, hub, health)
-        tasks = [consumer.run(stop), refresher.run(stop), sweep_forever(store, stop)]
+        refresher = SnapshotRefresher(settings, policy, store, hub, health,
+                                      parts=[alerts.snapshot_part])
+        tasks = [consumer.run(stop), refresher.run(stop), sweep_forever(store, stop),
+                 alerts.run(stop)]
         if mqtt is not None:
             tasks.append(mqtt.run(stop))
         await asyncio.gather(*tasks)

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,11 +24,15 @@ from .web.hub import Snapshot, SnapshotHub
 
 log = logging.getLogger(__name__)
 REFRESH_SECONDS = 0.5
+#: A feature's live part of a queue's snapshot (the alerts in force, ...), by queue id.
+QueuePart = Callable[[str], dict[str, Any]]
 
 
-def bucket_windows(windows: list[int]) -> list[tuple[int, int]]:
-    """Each window (plus the 15 m staffing window) with its bucket: at most W/30 long."""
-    return [(w, max(1, w // 30)) for w in sorted(set(windows) | {STAFFING_WINDOW_SECONDS})]
+def bucket_windows(windows: list[int], also: Iterable[int] = ()) -> list[tuple[int, int]]:
+    """Each window (plus the 15 m staffing window, and the series features read: ``also``)
+    with its bucket: at most W/30 long."""
+    every = set(windows) | {STAFFING_WINDOW_SECONDS} | set(also)
+    return [(w, max(1, w // 30)) for w in sorted(every)]
 
 
 def iso(ms: int) -> str:
@@ -36,27 +41,29 @@ def iso(ms: int) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
+async def clock_ms(settings: Settings, store: StateStore) -> int:
+    """Wall clock, or with ``clock=event`` the newest applied event time of any instance."""
+    if settings.clock == "event":
+        clock = await store.event_clock_ms()
+        if clock is not None:
+            return clock
+    return int(time.time() * 1000)
+
+
 class SnapshotRefresher:
     """Builds a snapshot of every known queue and publishes it to the hub."""
 
     def __init__(self, settings: Settings, policy: Policy, store: StateStore, hub: SnapshotHub,
-                 health: Health) -> None:
+                 health: Health, parts: Sequence[QueuePart] = ()) -> None:
         self.settings = settings
+        self.parts = parts
         self.policy = policy
         self.store = store
         self.hub = hub
         self.health = health
 
-    async def now_ms(self) -> int:
-        """Wall clock, or with ``clock=event`` the newest applied event time of any instance."""
-        if self.settings.clock == "event":
-            clock = await self.store.event_clock_ms()
-            if clock is not None:
-                return clock
-        return int(time.time() * 1000)
-
     async def build(self) -> Snapshot:
-        now_ms = await self.now_ms()
+        now_ms = await clock_ms(self.settings, self.store)
         queue_ids = await self.store.queue_ids()
         raw = await self.store.read_queues(queue_ids, now_ms)
         agents = agents_by_queue(await self.store.agent_states())
@@ -65,6 +72,9 @@ class SnapshotRefresher:
                            self.settings.window_seconds, now_ms)
             for q in queue_ids
         ]
+        for queue in queues:
+            for part in self.parts:
+                queue.update(part(queue["queue_id"]))
         return {"ts": iso(now_ms), "ready": self.health.ready, "queues": queues}
 
     async def run(self, stop: asyncio.Event) -> None:
