@@ -38,7 +38,7 @@ _POLICY_NUMBERS = (
     "short_abandon_seconds",
 )
 _WINDOW_NUMBERS = (*OUTCOMES, "service_level", "abandon_ratio", "asa_seconds", "aht_seconds")
-_ALERT_NUMBERS = ("abandon_ratio",)
+_ALERT_NUMBERS = ("abandon_ratio", "baseline_ratio", "calls")
 # Free text is limited to tame tokens: ids, window labels, alert kinds and statuses.
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
