@@ -24,9 +24,10 @@ from .lifecycle import run_until_signalled
 from .processor import run_processor
 from .state.keys import KeySpace
 
-#: The simulated centre: busy enough that figures move within seconds, and an incident
-#: (60% of agents away for 5 minutes after 2 minutes) that makes abandonment spike.
-SIMULATION = ["--queues", "sales,support,billing", "--agents", "18", "--arrival-rate", "0.08",
+#: The simulated centre: busy enough that figures move within seconds, calm enough that
+#: abandonment is low, and an incident (60% of agents away for 5 minutes after 2 minutes)
+#: that makes it spike: each queue's alert fires during it and resolves after recovery.
+SIMULATION = ["--queues", "sales,support,billing", "--agents", "24", "--arrival-rate", "0.035",
               "--aht", "150", "--patience", "90", "--wrapup", "10",
               "--incident", "120:300:0.6", "--seed", "2026"]
 
@@ -65,10 +66,12 @@ callstream demo is running (Ctrl-C stops everything)
   Redis       {settings.redis_url} ({redis_note}, keys under {settings.redis_prefix}:)
 
   watch callback offers:  kcat -b {settings.kafka_bootstrap} -t {settings.topic_offers} -C
+  watch alerts:           kcat -b {settings.kafka_bootstrap} -t {settings.topic_alerts} -C
   watch raw events:       kcat -b {settings.kafka_bootstrap} -t {settings.topic_events} -C
 
 The simulated centre takes calls on sales, support and billing; after 2 minutes 60% of
-the agents walk away for 5 minutes and abandonment spikes.
+the agents walk away for 5 minutes and abandonment spikes: the wallboard shows each
+queue's alert (also on the alerts topic) until it resolves a few minutes after recovery.
 """
 
 

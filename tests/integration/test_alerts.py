@@ -187,3 +187,42 @@ async def test_the_baseline_buckets_outlive_the_hour(store: StateStore) -> None:
     bucket = (START + 3010_000) // 120_000
     ttl = await store.client.ttl(f"{store.keys.queue('q')}:w:3600:{bucket}")
     assert ttl > 3600 + 300
+
+
+async def test_the_demo_incident_fires_an_alert_that_resolves_after_recovery(
+    store: StateStore,
+) -> None:
+    import argparse
+    from datetime import UTC, datetime
+
+    from stream import simulate
+    from stream.demo import SIMULATION
+
+    parser = argparse.ArgumentParser()
+    simulate.register(parser.add_subparsers())
+    command = simulate.command_from_args(
+        parser.parse_args(["simulate", *SIMULATION, "--duration", "1500", "--speed", "0"]))
+    incident = command.config.incidents[0]
+    start = datetime.fromtimestamp(START / 1000, UTC)
+    events = list(simulate.generate(command.config, start))
+    queues = [q.queue_id for q in command.config.queues]
+    centre, watch = Centre(store, Policy()), AlertWatch(SETTINGS, store, Policy(), None)
+    decided: list[tuple[float, dict[str, Any]]] = []
+    applied = 0
+    for step in range(0, 1500, 5):
+        now = START + step * 1000
+        due = [e for e in events[applied:]
+               if datetime.fromisoformat(e["ts"]).timestamp() * 1000 <= now]
+        if due:
+            await centre.apply(*due)
+            applied += len(due)
+        decided += [(step, m) for m in await watch.evaluate(queues, now, now)]
+    incident_end = incident.start_seconds + incident.duration_seconds
+    fired = [(s, m) for s, m in decided if m["status"] == "firing"]
+    assert fired, "the incident fired no alert"
+    assert all(incident.start_seconds < s <= incident_end for s, _ in fired), decided
+    for _, alert in fired:
+        ends = [s for s, m in decided
+                if m["alert_id"] == alert["alert_id"] and m["status"] == "resolved"]
+        assert len(ends) == 1 and incident_end < ends[0] < incident_end + 600, decided
+    assert len(decided) == 2 * len(fired)
