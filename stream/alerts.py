@@ -97,6 +97,13 @@ def decide(firing: bool, reading: Reading, policy: QueuePolicy
     return None if is_spike(one_more, policy) else "resolve"
 
 
+def needs_baseline(firing: bool, window: Reading, policy: QueuePolicy) -> bool:
+    """Whether the baseline can change what ``decide`` does with this window: the
+    baseline branch fires more the lower the baseline, so the two extremes tell."""
+    lowest = Reading(window.lost, window.calls, _EPSILON)
+    return decide(firing, window, policy) != decide(firing, lowest, policy)
+
+
 def alert_windows(policy: Policy) -> list[int]:
     """The series alerts read, whatever ``CALLSTREAM_WINDOWS`` holds: each alert window
     and the baseline hour."""
@@ -128,12 +135,15 @@ def bucket_ranges(now_ms: int, window_s: int, buckets: dict[int, int]
     return window, BucketRange(BASELINE_SECONDS, last - BASELINE_SECONDS * 1000 // b_ms + 1, last)
 
 
-def reading(window_sums: dict[str, float], baseline_sums: dict[str, float]) -> Reading:
-    """The rule's input from two bucket sums (the arithmetic of figures.py)."""
+def reading(window_sums: dict[str, float], baseline_sums: dict[str, float] | None = None
+            ) -> Reading:
+    """The rule's input from bucket sums (the arithmetic of figures.py); no baseline
+    sums: no baseline."""
     window = window_figures(window_sums)
+    baseline = None if baseline_sums is None else window_figures(baseline_sums)["abandon_ratio"]
     return Reading(window["abandoned"] - window["short_abandoned"],
                    window["answered"] + window["abandoned"] - window["short_abandoned"],
-                   window_figures(baseline_sums)["abandon_ratio"])
+                   baseline)
 
 
 def message(queue_id: str, alert_id: str, status: str, window_s: int, seen: Reading,
@@ -187,25 +197,28 @@ class AlertWatch:
 
     async def evaluate(self, queue_ids: list[str], now_ms: int, wall_ms: int
                        ) -> list[dict[str, Any]]:
-        """Decide for every queue; returns the messages this instance put in outboxes."""
+        """Decide for every queue; returns the messages this instance put in outboxes.
+
+        The windows and episodes of all queues come in one round trip; the baselines
+        (twice the buckets) only for the queues where one can matter or a message will
+        say it, in a second.
+        """
         buckets = dict(self.store.windows)
         ranges = {q: bucket_ranges(now_ms, self._window(q), buckets) for q in queue_ids}
-        inputs = await self.store.alert_inputs(ranges, KIND)
-        moves: list[AlertMove] = []
-        firing: dict[str, list[dict[str, Any]]] = {}
-        for q, (window_sums, baseline_sums, stored) in inputs.items():
-            current = json.loads(stored) if stored else None
-            if current is not None:
-                firing[q] = [current]
-            seen = reading(window_sums, baseline_sums)
-            verdict = decide(current is not None, seen, self.policy.for_queue(q))
-            if verdict is None:
-                continue
-            alert_id = current["alert_id"] if current else uuid.uuid4().hex
-            status = "firing" if verdict == "fire" else "resolved"
-            sent = message(q, alert_id, status, self._window(q), seen, now_ms)
-            moves.append(AlertMove(q, KIND, stored or "", sent if verdict == "fire" else None,
-                                   f"{alert_id}:{status}", sent))
+        inputs = await self.store.alert_inputs({q: r[:1] for q, r in ranges.items()}, KIND)
+        firing = {q: [json.loads(stored)] for q, (_, stored) in inputs.items() if stored}
+        is_open = {q: bool(stored) for q, (_, stored) in inputs.items()}
+        windows = {q: reading(sums[0]) for q, (sums, _) in inputs.items()}
+        deciding = [q for q, window in windows.items()
+                     if decide(is_open[q], window, self.policy.for_queue(q))
+                     or needs_baseline(is_open[q], window, self.policy.for_queue(q))]
+        baselines = await self.store.alert_inputs({q: ranges[q][1:] for q in deciding}, KIND)
+        moves = []
+        for q in deciding:
+            seen = reading(inputs[q][0][0], baselines[q][0][0])
+            verdict = decide(is_open[q], seen, self.policy.for_queue(q))
+            if verdict is not None:
+                moves.append(self._move(q, inputs[q][1], verdict, seen, now_ms))
         decided = []
         for move, done in zip(moves, await self.store.move_alerts(moves, CHANNEL, wall_ms),
                               strict=True):
@@ -216,6 +229,15 @@ class AlertWatch:
                          move.message["status"], move.queue_id)
         self.firing = firing
         return decided
+
+    def _move(self, queue_id: str, stored: str, verdict: str, seen: Reading, now_ms: int
+              ) -> AlertMove:
+        """The episode's move from ``stored`` and the message that says so."""
+        alert_id = json.loads(stored)["alert_id"] if stored else uuid.uuid4().hex
+        status = "firing" if verdict == "fire" else "resolved"
+        sent = message(queue_id, alert_id, status, self._window(queue_id), seen, now_ms)
+        return AlertMove(queue_id, KIND, stored, sent if verdict == "fire" else None,
+                         f"{alert_id}:{status}", sent)
 
     def _window(self, queue_id: str) -> int:
         return parse_duration(self.policy.for_queue(queue_id).alert_window)

@@ -335,20 +335,17 @@ class StateStore:
     # -- alert episodes (see stream/alerts.py) ------------------------------------------
 
     async def alert_inputs(self, ranges: Mapping[str, Sequence[BucketRange]], kind: str
-                           ) -> dict[str, tuple[dict[str, float], dict[str, float], str]]:
-        """queue_id -> (the sums of its two bucket ranges, its open episode or ""), in
-        one round trip."""
+                           ) -> dict[str, tuple[list[dict[str, float]], str]]:
+        """queue_id -> (the sums of each of its bucket ranges, its open episode or ""),
+        in one round trip."""
         if not ranges:
             return {}
         replies = await self._scripts([
             ("alert_inputs", self.keys.queue(q), kind,
              json.dumps([[r.window_s, r.first, r.last] for r in wanted]))
             for q, wanted in ranges.items()])
-        inputs = {}
-        for q, (sums, stored) in zip(ranges, replies, strict=True):
-            window, baseline = json.loads(sums)
-            inputs[q] = (window, baseline, str(stored))
-        return inputs
+        return {q: (json.loads(sums), str(stored))
+                for q, (sums, stored) in zip(ranges, replies, strict=True)}
 
     async def move_alerts(self, moves: list[AlertMove], channel: str, due_ms: int
                           ) -> list[bool]:

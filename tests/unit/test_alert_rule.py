@@ -5,7 +5,15 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream.alerts import BASELINE_SECONDS, Reading, bucket_ranges, decide, is_spike, reading
+from stream.alerts import (
+    BASELINE_SECONDS,
+    Reading,
+    bucket_ranges,
+    decide,
+    is_spike,
+    needs_baseline,
+    reading,
+)
 from stream.config import QueuePolicy
 
 POLICY = QueuePolicy()  # 0.2 ratio, 10 calls, factor 3, resolve 0.1
@@ -109,3 +117,13 @@ def test_the_baseline_is_the_whole_hour_before_the_window(now_ms: int, window_s:
     assert (baseline.last - baseline.first + 1) * hour == BASELINE_SECONDS * 1000
     end = (baseline.last + 1) * hour  # where the baseline stops
     assert now_ms - window_s * 1000 - hour < end <= now_ms - window_s * 1000
+
+
+@given(readings(), st.booleans(), st.floats(min_value=0, max_value=1), policies)
+def test_the_baseline_is_read_wherever_it_can_change_the_decision(
+    seen: Reading, firing: bool, baseline: float, policy: QueuePolicy
+) -> None:
+    window = Reading(seen.lost, seen.calls, None)
+    if not needs_baseline(firing, window, policy):
+        with_baseline = Reading(seen.lost, seen.calls, baseline)
+        assert decide(firing, with_baseline, policy) == decide(firing, window, policy)
