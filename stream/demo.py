@@ -82,13 +82,15 @@ callstream demo is running (Ctrl-C stops everything)
   Redis       {display_url(settings.redis_url)} ({redis_note}, keys under {settings.redis_prefix}:)
 
   watch callback offers:  kcat -b {settings.kafka_bootstrap} -t {settings.topic_offers} -C
+  watch alerts:           kcat -b {settings.kafka_bootstrap} -t {settings.topic_alerts} -C
   watch raw events:       kcat -b {settings.kafka_bootstrap} -t {settings.topic_events} -C
   feed a replay:          CALLSTREAM_KAFKA_BOOTSTRAP={settings.kafka_bootstrap} \\
                             callstream replay --shift-to-now FILE
 
 The simulated centre takes calls on sales, support and billing, its last hour already
-simulated; after 2 minutes 60% of the agents walk away for 5 minutes, abandonment spikes,
-then the centre recovers.
+simulated; after 2 minutes 60% of the agents walk away for 5 minutes and abandonment
+spikes: the wallboard shows each queue's alert (also on the alerts topic) until it
+resolves a few minutes after recovery, and callback offers go out to waiting callers.
 """
 
 

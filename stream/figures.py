@@ -26,6 +26,8 @@ CALLBACK_KINDS: tuple[str, ...] = ("wait_threshold", "ewt_threshold", "missed_ca
 CALLBACK_RESULTS: tuple[str, ...] = ("reached", "unreached", "cancelled", "refused")
 CALLBACK_REFUSALS: tuple[str, ...] = ("opted_out", "caller_cap", "outside_hours", "max_pending",
                                       "already_offered")
+#: The kinds of alert callstream decides (contract §4), for ``callstream_alert_firing``.
+ALERT_KINDS: tuple[str, ...] = ("abandonment_spike",)
 AGENT_STATES: tuple[str, ...] = ("available", "busy", "wrapup", "away", "offline")
 #: Staffed agents can take or are working calls; EWT and Erlang C count only them.
 STAFFED_STATES: tuple[str, ...] = ("available", "busy", "wrapup")

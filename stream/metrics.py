@@ -19,7 +19,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from .figures import AGENT_STATES, OUTCOMES
+from .figures import AGENT_STATES, ALERT_KINDS, OUTCOMES
 from .web.hub import SnapshotHub
 
 _RATIOS = (
@@ -92,7 +92,7 @@ class QueueCollector(Collector):
                 for name, n in callbacks[group].items():
                     counter.add_metric([q, name], n)
         yield from (waiting, longest, ewt, agents, required, window_calls, *ratios.values(),
-                    totals, offers, results, refusals)
+                    totals, offers, results, refusals, _alert_firing(queues))
 
 
 class AgentCollector(Collector):
@@ -129,6 +129,19 @@ class AgentCollector(Collector):
                 if figures["occupancy"] is not None:
                     occupancy.add_metric([a, window], figures["occupancy"])
         yield from (state, seconds, answered, aht, occupancy)
+
+
+def _alert_firing(queues: list[dict[str, Any]]) -> Metric:
+    """``callstream_alert_firing{queue,kind}``: 1 while an episode is open, else 0."""
+    family = GaugeMetricFamily("callstream_alert_firing",
+                               "1 while callstream's own alert of this kind is firing",
+                               labels=["queue", "kind"])
+    for queue in queues:
+        open_kinds = {alert["kind"] for alert in queue.get("alerts", [])
+                      if alert["status"] == "firing"}
+        for kind in ALERT_KINDS:
+            family.add_metric([queue["queue_id"], kind], int(kind in open_kinds))
+    return family
 
 
 class DelayHistogram(Collector):

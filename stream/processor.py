@@ -14,6 +14,7 @@ from aiohttp import web
 from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
+from .alerts import AlertWatch, alert_windows, baseline_reach
 from .callbacks import Callbacks
 from .config import Policy, Settings
 from .consume import Consumer
@@ -147,7 +148,7 @@ async def run_processor(settings: Settings, policy: Policy, stop: asyncio.Event,
     clients: dict[str, Redis] = {}
     kafka_probe = KafkaProbe(settings)
     try:
-        windows = bucket_windows(settings.window_seconds)
+        windows = bucket_windows(settings.window_seconds, alert_windows(policy))
         holder: list[StateStore] = []
 
         async def connect() -> None:
@@ -156,7 +157,7 @@ async def run_processor(settings: Settings, policy: Policy, stop: asyncio.Event,
             holder.append(await StateStore.connect(
                 settings.redis_url, windows, KeySpace(settings.redis_prefix),
                 max_queues=settings.max_queues, max_agents=settings.max_agents,
-                caller_facts=True))
+                caller_facts=True, reach=baseline_reach(policy)))
 
         if not await _until_reachable(Outage("Redis", "CALLSTREAM_REDIS_URL", log), "redis",
                                       health, stop, connect):
@@ -170,12 +171,23 @@ async def run_processor(settings: Settings, policy: Policy, stop: asyncio.Event,
                     lambda: ensure_topics(settings, all_topics(settings))):
                 return
             background.append(asyncio.create_task(watch(health, "kafka", kafka_probe, stop)))
+            started: list[AlertWatch] = []
+
+            async def start_alerts() -> None:
+                started.append(await AlertWatch.start(settings, store, policy, mqtt))
+
+            if not await _until_reachable(
+                    Outage("Kafka", "CALLSTREAM_KAFKA_BOOTSTRAP", log), "kafka", health, stop,
+                    start_alerts):
+                return
+            alerts = started[0]
             callbacks = Callbacks(settings, policy, store, hub, settings.instance)
             consumer = Consumer(settings, policy, store, metrics, health,
                                 handlers=[callbacks], hooks=[callbacks])
-            refresher = SnapshotRefresher(settings, policy, store, hub, health)
+            refresher = SnapshotRefresher(settings, policy, store, hub, health,
+                                          parts=[alerts.snapshot_part])
             tasks: list[Awaitable[Any]] = [
-                consumer.run(stop), refresher.run(stop), callbacks.run(stop),
+                consumer.run(stop), refresher.run(stop), callbacks.run(stop), alerts.run(stop),
                 sweep_forever(store, stop, handlers=[callbacks])]
             if mqtt is not None:
                 callbacks.twins.append(mqtt)

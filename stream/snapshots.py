@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -23,21 +24,24 @@ from .web.hub import Snapshot, SnapshotHub
 
 log = logging.getLogger(__name__)
 REFRESH_SECONDS = 0.5
+#: A feature's live part of a queue's snapshot (the alerts in force, ...), by queue id.
+QueuePart = Callable[[str], dict[str, Any]]
 
 
-def bucket_windows(windows: list[int]) -> list[tuple[int, int]]:
-    """Each window (plus the 15 m staffing and the 1 h trend windows) with its bucket: at
-    most W/30 long."""
-    kept = set(windows) | {STAFFING_WINDOW_SECONDS, TREND_WINDOW_SECONDS}
-    return [(w, max(1, w // 30)) for w in sorted(kept)]
+def bucket_windows(windows: list[int], also: Iterable[int] = ()) -> list[tuple[int, int]]:
+    """Each window (plus the 15 m staffing and the 1 h trend windows, and the series
+    features read: ``also``) with its bucket: at most W/30 long."""
+    every = set(windows) | {STAFFING_WINDOW_SECONDS, TREND_WINDOW_SECONDS} | set(also)
+    return [(w, max(1, w // 30)) for w in sorted(every)]
 
 
 class SnapshotRefresher:
     """Builds a snapshot of every known queue and publishes it to the hub."""
 
     def __init__(self, settings: Settings, policy: Policy, store: StateStore, hub: SnapshotHub,
-                 health: Health) -> None:
+                 health: Health, parts: Sequence[QueuePart] = ()) -> None:
         self.settings = settings
+        self.parts = parts
         self.policy = policy
         self.store = store
         self.hub = hub
@@ -54,6 +58,9 @@ class SnapshotRefresher:
                            self.settings.window_seconds, now_ms)
             for q in queue_ids
         ]
+        for queue in queues:
+            for part in self.parts:
+                queue.update(part(queue["queue_id"]))
         per_agent = agent_snapshots(
             raw_agents.states, raw_agents.state_ms,
             {q: raw[q]["windows"] for q in queue_ids}, self.store.windows,

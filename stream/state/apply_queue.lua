@@ -4,6 +4,8 @@
 -- ARGV[1]  JSON config: {now, sla_ms, short_ms, windows: [[window_s, bucket_s], ...],
 --                        leg_ttl_ms, bucket_ttl_extra_s, facts (keep caller facts?),
 --                        cb_wait_ms (the callback wait threshold, or null: off),
+--                        reach: {"<window_s>": seconds its buckets must reach back, where
+--                        longer than the window (the alert baseline)},
 --                        expect: {source -> the last offset this instance applied here}}
 -- ARGV[2]  JSON rows: [[source, offset, token, kind, call_id, ts_ms, caller, priority,
 --                      agent_id], ...]
@@ -368,7 +370,8 @@ for _, id in ipairs(bucket_order) do
   for figure, amount in pairs(buckets[id]) do
     redis.call('HINCRBY', key, figure, int(amount))
   end
-  redis.call('EXPIRE', key, window + 2 * bucket_seconds[window] + cfg.bucket_ttl_extra_s)
+  local reach = (cfg.reach or {})[tostring(window)] or window
+  redis.call('EXPIRE', key, reach + 2 * bucket_seconds[window] + cfg.bucket_ttl_extra_s)
 end
 
 for outcome, amount in pairs(totals) do

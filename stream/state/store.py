@@ -14,7 +14,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -43,7 +43,8 @@ IDLE_MS = 24 * 3600 * 1000
 BUCKET_TTL_EXTRA_S = 360
 _SCRIPTS = ("apply_queue", "apply_agents", "read_queue", "raise_clock", "admit", "forget",
             "sweep_queue", "sweep_agents", "claim_out", "done_out", "cb_due", "cb_reserve",
-            "cb_release", "cb_emit", "cb_refuse", "cb_attempt", "cb_cancel", "read_agents")
+            "cb_release", "cb_emit", "cb_refuse", "cb_attempt", "cb_cancel", "read_agents",
+            "alert_inputs", "alert_move")
 #: How a script says that one row of its batch cannot be applied (see apply_queue.lua).
 _ROW_FAILED = "CSAPPLY "
 
@@ -55,6 +56,28 @@ class RedisWentBack(CallstreamError):
     def __init__(self, resume: dict[str, int]) -> None:
         super().__init__(f"Redis lost acknowledged writes; reading again from {resume}")
         self.resume = resume
+
+
+@dataclass(frozen=True)
+class BucketRange:
+    """Buckets ``first`` to ``last`` (inclusive) of one window series."""
+
+    window_s: int
+    first: int
+    last: int
+
+
+@dataclass(frozen=True)
+class AlertMove:
+    """An alert episode's move, from the episode read (``expected``, "" for none) to
+    ``now`` (None once it resolved), with the message that says so."""
+
+    queue_id: str
+    kind: str
+    expected: str
+    now: dict[str, Any] | None
+    msg_id: str
+    message: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -99,10 +122,13 @@ class StateStore:
 
     def __init__(self, client: Redis, windows: list[tuple[int, int]],
                  keys: KeySpace | None = None, max_queues: int = 2000,
-                 max_agents: int = 5000, caller_facts: bool = False) -> None:
+                 max_agents: int = 5000, caller_facts: bool = False,
+                 reach: dict[int, int] | None = None) -> None:
         self.client = client
         self.keys = keys or KeySpace()
         self.windows = windows
+        #: window_s -> how far back (s) its buckets must be kept, where beyond the window
+        self.reach = {str(w): s for w, s in (reach or {}).items()}
         self.max_queues, self.max_agents = max_queues, max_agents
         #: keep what legs with a caller did in each queue's outbox (journeys, callbacks)
         self.caller_facts = caller_facts
@@ -220,7 +246,7 @@ class StateStore:
             "now": now_ms, "sla_ms": rule.sla_ms, "short_ms": rule.short_ms,
             "windows": self.windows, "leg_ttl_ms": LEG_TTL_MS,
             "bucket_ttl_extra_s": BUCKET_TTL_EXTRA_S, "expect": expect,
-            "facts": self.caller_facts,
+            "facts": self.caller_facts, "reach": self.reach,
         }
         if rule.callback_wait_ms is not None:
             config["cb_wait_ms"] = rule.callback_wait_ms
@@ -334,6 +360,33 @@ class StateStore:
         """queue_id -> the msg_ids now on the topic: they leave the outbox."""
         await self._scripts([("done_out", self.keys.queue(q), channel, *ids)
                              for q, ids in sent.items()])
+
+    # -- alert episodes (see stream/alerts.py) ------------------------------------------
+
+    async def alert_inputs(self, ranges: Mapping[str, Sequence[BucketRange]], kind: str
+                           ) -> dict[str, tuple[list[dict[str, float]], str]]:
+        """queue_id -> (the sums of each of its bucket ranges, its open episode or ""),
+        in one round trip."""
+        if not ranges:
+            return {}
+        replies = await self._scripts([
+            ("alert_inputs", self.keys.queue(q), kind,
+             json.dumps([[r.window_s, r.first, r.last] for r in wanted]))
+            for q, wanted in ranges.items()])
+        return {q: (json.loads(sums), str(stored))
+                for q, (sums, stored) in zip(ranges, replies, strict=True)}
+
+    async def move_alerts(self, moves: list[AlertMove], channel: str, due_ms: int
+                          ) -> list[bool]:
+        """Each move and its message, atomically in its queue's slot, where the episode is
+        still the one expected; returns which moved."""
+        if not moves:
+            return []
+        replies = await self._scripts([
+            ("alert_move", self.keys.queue(m.queue_id), m.kind, m.expected,
+             json.dumps(m.now) if m.now else "", channel, m.msg_id, json.dumps(m.message),
+             str(due_ms)) for m in moves])
+        return [bool(r) for r in replies]
 
     # -- reading -------------------------------------------------------------------------
 

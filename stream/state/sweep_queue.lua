@@ -19,5 +19,6 @@ if seen > cfg.now - cfg.idle_ms or redis.call('ZCARD', prefix .. ':waiting') > 0
   return 0
 end
 redis.call('DEL', prefix .. ':legs', prefix .. ':legidx', prefix .. ':waiting',
-           prefix .. ':totals', prefix .. ':offsets', prefix .. ':seen')
+           prefix .. ':totals', prefix .. ':offsets', prefix .. ':seen',
+           prefix .. ':alerts')
 return 1

@@ -45,7 +45,7 @@ _POLICY_NUMBERS = (
     "short_abandon_seconds",
 )
 _WINDOW_NUMBERS = (*OUTCOMES, "service_level", "abandon_ratio", "asa_seconds", "aht_seconds")
-_ALERT_NUMBERS = ("abandon_ratio",)
+_ALERT_NUMBERS = ("abandon_ratio", "baseline_ratio", "calls")
 _TRENDS = ("waiting", "service_level")
 _TREND_POINTS = 120
 # Free text is limited to tame tokens: ids, window labels, alert kinds and statuses.

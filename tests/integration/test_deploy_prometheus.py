@@ -65,9 +65,6 @@ NOT_COMPUTED_YET = frozenset(
         # The offers family still reads 0 for every queue until issue 7 removes it.
         "callstream_callback_offers_total",
         "callstream_callback_results_total",
-        # The processor's own spike decision (section 4): the alerts module (issue 9).
-        # Until then it reads 0, and issue 7 removes it.
-        "callstream_alert_firing",
         # Caller journeys (section 2).
         "callstream_queue_callers",
         "callstream_queue_repeat_call_ratio",

@@ -412,7 +412,8 @@ async def test_event_stream_forwards_only_page_fields(server: WallboardServer) -
     assert shown["windows"]["5m"]["service_level"] == 0.685
     assert shown["callbacks"] == {"pending": 2, "results": {"reached": None}}
     assert shown["alerts"] == [
-        {"kind": "abandonment_spike", "status": "firing", "window": "5m", "abandon_ratio": 0.31}
+        {"kind": "abandonment_spike", "status": "firing", "window": "5m", "abandon_ratio": 0.31,
+         "baseline_ratio": None, "calls": None}
     ]
     assert "totals" not in shown
 
