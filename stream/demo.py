@@ -38,7 +38,7 @@ HISTORY_SECONDS = 3600
 #: goes live, 60 % of the agents go away for 5 minutes: calls queue up, abandonment spikes,
 #: then the centre recovers.
 SIMULATION = ["--queues", "sales,support,billing", "--agents", "45", "--arrival-rate", "0.088",
-              "--aht", "120", "--patience", "90", "--wrapup", "10", "--break-every", "0",
+              "--aht", "120", "--patience", "180", "--wrapup", "10", "--break-every", "0",
               "--incident", f"{HISTORY_SECONDS + 120}:300:0.6", "--seed", "2026",
               "--callback-fraction", "0.2", "--callback-after", "75"]
 #: Callbacks all day, offered after a minute of waiting: in the incident, offers go out,

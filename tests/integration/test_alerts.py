@@ -200,16 +200,19 @@ async def test_the_demo_incident_fires_an_alert_that_resolves_after_recovery(
 
     parser = argparse.ArgumentParser()
     simulate.register(parser.add_subparsers())
-    command = simulate.command_from_args(
-        parser.parse_args(["simulate", *SIMULATION, "--duration", "1500", "--speed", "0"]))
+    command = simulate.command_from_args(parser.parse_args(["simulate", *SIMULATION]))
     incident = command.config.incidents[0]
+    # The demo starts with its last hour fast-forwarded: the incident comes after it.
+    until = int(incident.start_seconds + incident.duration_seconds + 900)
+    command = simulate.command_from_args(parser.parse_args(
+        ["simulate", *SIMULATION, "--duration", str(until), "--speed", "0"]))
     start = datetime.fromtimestamp(START / 1000, UTC)
     events = list(simulate.generate(command.config, start))
     queues = [q.queue_id for q in command.config.queues]
     centre, watch = Centre(store, Policy()), AlertWatch(SETTINGS, store, Policy(), None)
     decided: list[tuple[float, dict[str, Any]]] = []
     applied = 0
-    for step in range(0, 1500, 5):
+    for step in range(0, until, 5):
         now = START + step * 1000
         due = [e for e in events[applied:]
                if datetime.fromisoformat(e["ts"]).timestamp() * 1000 <= now]
