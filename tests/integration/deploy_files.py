@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
@@ -109,3 +111,19 @@ def substitute(expr: str, value: Callable[[str], str]) -> str:
 
 def variable_names(expr: str) -> set[str]:
     return {m.group(1) or m.group(2) or m.group(3) for m in _VARIABLE.finditer(expr)}
+
+
+@contextmanager
+def running(args: list[str], output: IO[bytes] | int = subprocess.DEVNULL
+            ) -> Iterator[subprocess.Popen[bytes]]:
+    """A server process for the length of a with block, then terminated and reaped."""
+    process = subprocess.Popen(args, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -20,7 +20,6 @@ import sys
 import time
 import tomllib
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +44,7 @@ from deploy_files import (
     recorded_names,
     recording_rules,
     rule_groups,
+    running,
     substitute,
     variables,
 )
@@ -365,21 +365,6 @@ def wait_until_listening(port: int, process: subprocess.Popen[bytes]) -> None:
         except OSError:
             assert time.monotonic() < deadline, f"nothing listens on {port}"
             time.sleep(0.05)
-
-
-@contextmanager
-def running(args: list[str]) -> Iterator[subprocess.Popen[bytes]]:
-    """A server process for the length of a with block, then terminated and reaped."""
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        yield process
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 # --- Prometheus ---------------------------------------------------------------------------

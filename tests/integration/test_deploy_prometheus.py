@@ -18,7 +18,6 @@ import json
 import math
 import re
 import shutil
-import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -39,6 +38,7 @@ from deploy_files import (
     load_yaml,
     recording_rules,
     rule_files,
+    running,
     substitute,
     variable_names,
     variables,
@@ -222,17 +222,8 @@ def alertmanager_config(directory: Path, webhooks: str) -> Path:
 @contextmanager
 def server(args: list[str], log: Path) -> Iterator[None]:
     """A server process for the length of a with block, its output in ``log``."""
-    with log.open("wb") as output:
-        process = subprocess.Popen(args, stdout=output, stderr=subprocess.STDOUT)
-        try:
-            yield
-        finally:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    with log.open("wb") as output, running(args, output):
+        yield
 
 
 @asynccontextmanager
