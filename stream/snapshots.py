@@ -19,6 +19,7 @@ from .health import Health
 from .outage import Outage
 from .state.store import StateStore
 from .timefmt import rfc3339 as iso
+from .waiting_calls import WaitingCalls
 from .web.hub import Snapshot, SnapshotHub
 
 log = logging.getLogger(__name__)
@@ -31,15 +32,17 @@ def bucket_windows(windows: list[int]) -> list[tuple[int, int]]:
 
 
 class SnapshotRefresher:
-    """Builds a snapshot of every known queue and publishes it to the hub."""
+    """Builds a snapshot of every known queue and publishes it to the hub; keeps the
+    index of where calls wait (``calls``) up to date with it."""
 
     def __init__(self, settings: Settings, policy: Policy, store: StateStore, hub: SnapshotHub,
-                 health: Health) -> None:
+                 health: Health, calls: WaitingCalls | None = None) -> None:
         self.settings = settings
         self.policy = policy
         self.store = store
         self.hub = hub
         self.health = health
+        self.calls = calls
 
     async def now_ms(self) -> int:
         """Wall clock, or with ``clock=event`` the newest applied event time of any instance."""
@@ -54,6 +57,8 @@ class SnapshotRefresher:
         queue_ids = await self.store.queue_ids()
         raw = await self.store.read_queues(queue_ids, now_ms)
         agents = agents_by_queue(await self.store.agent_states())
+        if self.calls is not None:
+            await self.calls.refresh(self.store, now_ms, raw, agents)
         queues: list[dict[str, Any]] = [
             queue_snapshot(q, raw[q], agents.get(q, {}), self.policy.for_queue(q),
                            self.settings.window_seconds, now_ms)

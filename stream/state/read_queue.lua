@@ -4,7 +4,8 @@
 -- ARGV[1]  JSON: {now, windows: [[window_s, bucket_s], ...]}
 -- Returns JSON: {waiting, oldest_ms, totals: {...}, windows: {"<window_s>": {figure: sum}},
 --                callbacks: {"offered:<kind>"|"result:<r>"|"refused:<reason>": n},
---                offers_open}   (callback offers: see cb_emit.lua)
+--                offers_open,   (callback offers: see cb_emit.lua)
+--                waiting_gen}   (raised whenever the waiting list changes)
 -- A window holds the buckets from the one holding now - window to the one holding now.
 
 local prefix = KEYS[1]
@@ -37,4 +38,5 @@ return cjson.encode({
   windows = windows,
   callbacks = hash_to_table(redis.call('HGETALL', prefix .. ':cb'), {}),
   offers_open = redis.call('SCARD', prefix .. ':offers:open'),
+  waiting_gen = tonumber(redis.call('GET', prefix .. ':wgen') or '0'),
 })

@@ -42,7 +42,7 @@ IDLE_MS = 24 * 3600 * 1000
 BUCKET_TTL_EXTRA_S = 360
 _SCRIPTS = ("apply_queue", "apply_agents", "read_queue", "raise_clock", "admit", "forget",
             "sweep_queue", "sweep_agents", "claim_out", "done_out", "cb_due", "cb_reserve",
-            "cb_release", "cb_emit", "cb_refuse", "cb_attempt", "cb_cancel")
+            "cb_release", "cb_emit", "cb_refuse", "cb_attempt", "cb_cancel", "call_position")
 #: How a script says that one row of its batch cannot be applied (see apply_queue.lua).
 _ROW_FAILED = "CSAPPLY "
 
@@ -344,6 +344,23 @@ class StateStore:
         replies = await self._scripts([("read_queue", self.keys.queue(q), config)
                                        for q in queue_ids])
         return {q: json.loads(r) for q, r in zip(queue_ids, replies, strict=True)}
+
+    async def waiting_calls(self, queue_ids: list[str]) -> dict[str, list[str]]:
+        """The call_ids waiting in each queue, in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        for q in queue_ids:
+            pipe.zrange(self.keys.queue(q) + ":waiting", 0, -1)
+        replies = await pipe.execute()
+        return {q: [str(c) for c in calls] for q, calls in zip(queue_ids, replies, strict=True)}
+
+    async def call_positions(self, call_id: str, queue_ids: list[str]
+                             ) -> dict[str, tuple[int, int]]:
+        """queue_id -> (position, queued ts in ms) of the queues where the call waits now,
+        among ``queue_ids``; one round trip, O(log n) per queue."""
+        replies = await self._scripts([("call_position", self.keys.queue(q), call_id)
+                                       for q in queue_ids])
+        return {q: (int(reply[0]), round(float(reply[1])))
+                for q, reply in zip(queue_ids, replies, strict=True) if reply}
 
     async def agent_states(self) -> dict[str, tuple[str, list[str], int]]:
         """agent_id -> (state, queues, since: ts in ms of the event that began the state)."""
