@@ -1,12 +1,13 @@
 """Where a call waits now, for a voice menu (``GET /api/calls/{call_id}``, contract §5).
 
-A request must not ask every queue where a call is: the snapshot refresher keeps an index
-here, call_id -> the queues it waits in, from each queue's waiting list, and re-reads only
-the lists that changed since its last refresh (their change counter or length moved). A
-request then asks Redis about the queues the index names only, one O(log n) script call
-each (the position is a rank in the queue's priority order), all in one round trip; a call
-the index names that Redis no longer holds is left out. So a call that started waiting
-less than one refresh ago (0.5 s) may not be found yet, as the API may lag by up to 1 s.
+Answered from memory, like the rest of the API: a request never waits on Redis, so its
+latency does not follow Redis's (a batch's apply script holds Redis for milliseconds).
+With each snapshot the refresher brings this index up to date: every queue whose waiting
+list changed since the last refresh (its change counter or length moved) has its list read
+again, already in answer order (apply_queue.lua keeps it ranked by priority, then arrival);
+queues that did not change cost nothing. A request looks up the queues the call waits in
+(call_id -> queues: no scan of every queue) and its place in each. So what it says is at
+most one refresh (0.5 s) old, as the contract allows of the API (1 s).
 """
 
 from __future__ import annotations
@@ -15,10 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from .config import STAFFING_WINDOW_SECONDS
-from .errors import ServiceUnavailable
 from .figures import caller_ewt_seconds, window_figures
 from .state.store import StateStore
 
@@ -27,15 +25,16 @@ from .state.store import StateStore
 class _Queue:
     """What the index knows of one queue as of the last refresh."""
 
-    #: (change counter, length) of its waiting list when ``calls`` was read
+    #: (change counter, length) of its waiting list when ``places`` was read
     version: tuple[int, int]
-    calls: frozenset[str]
+    #: call_id -> (position, queued ts in ms)
+    places: dict[str, tuple[int, int]]
     agents: dict[str, int]
     #: the sums of its 15 m staffing window, for EWT
     staffing: dict[str, float]
 
 
-_UNSEEN = _Queue((-1, -1), frozenset(), {}, {})
+_UNSEEN = _Queue((-1, -1), {}, {}, {})
 
 
 class WaitingCalls:
@@ -43,59 +42,50 @@ class WaitingCalls:
 
     def __init__(self, event_clock: bool = False) -> None:
         self._event_clock = event_clock
-        self._store: StateStore | None = None
+        self.ready = False
         self._now_ms = 0
         self._queues: dict[str, _Queue] = {}
         self._where: dict[str, set[str]] = {}
-
-    @property
-    def ready(self) -> bool:
-        """True once the index has been built."""
-        return self._store is not None
 
     async def refresh(self, store: StateStore, now_ms: int, raw: dict[str, dict[str, Any]],
                       agents: dict[str, dict[str, int]]) -> None:
         """Bring the index up to date with the queues just read (``raw``: each queue's
         ``read_queue`` answer at ``now_ms``; ``agents``: per queue, agents by state)."""
         changed = [q for q, figures in raw.items()
-                   if q not in self._queues or self._queues[q].version != _version(figures)]
-        calls = await store.waiting_calls(changed) if changed else {}
+                   if self._queues.get(q, _UNSEEN).version != _version(figures)]
+        in_order = await store.waiting_in_order(changed) if changed else {}
         for queue_id in self._queues.keys() - raw.keys():  # forgotten
-            self._reindex(queue_id, self._queues.pop(queue_id).calls, frozenset())
+            self._reindex(queue_id, self._queues.pop(queue_id).places, {})
         for queue_id, figures in raw.items():
             old = self._queues.get(queue_id, _UNSEEN)
-            version, waiting = ((_version(figures), frozenset(calls[queue_id]))
-                                if queue_id in calls else (old.version, old.calls))
-            self._reindex(queue_id, old.calls, waiting)
-            self._queues[queue_id] = _Queue(version, waiting, agents.get(queue_id, {}),
+            version, places = old.version, old.places
+            if queue_id in in_order:
+                version = _version(figures)
+                places = {call_id: (position, queued_ms) for position, (call_id, queued_ms)
+                          in enumerate(in_order[queue_id], start=1)}
+                self._reindex(queue_id, old.places, places)
+            self._queues[queue_id] = _Queue(version, places, agents.get(queue_id, {}),
                                             figures["windows"][str(STAFFING_WINDOW_SECONDS)])
-        self._store, self._now_ms = store, now_ms
+        self._now_ms, self.ready = now_ms, True
 
-    def _reindex(self, queue_id: str, old: frozenset[str], new: frozenset[str]) -> None:
-        for call_id in old - new:
+    def _reindex(self, queue_id: str, old: dict[str, Any], new: dict[str, Any]) -> None:
+        for call_id in old.keys() - new.keys():
             queues = self._where[call_id]
             queues.discard(queue_id)
             if not queues:
                 del self._where[call_id]
-        for call_id in new - old:
+        for call_id in new.keys() - old.keys():
             self._where.setdefault(call_id, set()).add(queue_id)
 
-    async def find(self, call_id: str) -> list[dict[str, Any]]:
-        """Each queue where the call waits now: queue_id, position (1 is answered next),
-        wait_seconds and ewt_seconds (None where the queue's EWT is absent); [] when it
-        waits nowhere. Raises :class:`ServiceUnavailable` when Redis does not answer."""
-        queue_ids = sorted(self._where.get(call_id, ()))
-        if not queue_ids or self._store is None:
-            return []
-        try:
-            found = await self._store.call_positions(call_id, queue_ids)
-        except (RedisError, OSError) as exc:
-            raise ServiceUnavailable(f"Redis did not answer ({exc}): check CALLSTREAM_REDIS_URL"
-                                     ) from exc
+    def find(self, call_id: str) -> list[dict[str, Any]]:
+        """Each queue where the call waits: queue_id, position (1 is answered next),
+        wait_seconds and ewt_seconds (None where the queue's EWT is absent), by queue_id;
+        [] when it waits nowhere."""
         now_ms = self._now_ms if self._event_clock else int(time.time() * 1000)
         waiting = []
-        for queue_id, (position, queued_ms) in found.items():
+        for queue_id in sorted(self._where.get(call_id, ())):
             queue = self._queues[queue_id]
+            position, queued_ms = queue.places[call_id]
             waiting.append({
                 "queue_id": queue_id,
                 "position": position,

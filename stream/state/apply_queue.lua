@@ -33,7 +33,7 @@
 --   :waiting  zset call_id -> queued ts (ms)
 --   :ranked   zset "<queued ts, 19 sortable digits>|call_id" -> -priority (0: none): the
 --             same calls in the order they are answered (higher priority, then earlier
---             ts, then call_id), so a call's position is one ZRANK (call_position.lua)
+--             ts, then call_id): a call's position is its rank (the API reads it)
 --   :wgen     string: a counter raised whenever the waiting list changes (the API's
 --             index of where calls wait re-reads only the queues whose counter moved)
 --   :w:<window_s>:<bucket> hash figure -> count (bucket = floor(ts_ms / 1000 / bucket_s))

@@ -42,7 +42,7 @@ IDLE_MS = 24 * 3600 * 1000
 BUCKET_TTL_EXTRA_S = 360
 _SCRIPTS = ("apply_queue", "apply_agents", "read_queue", "raise_clock", "admit", "forget",
             "sweep_queue", "sweep_agents", "claim_out", "done_out", "cb_due", "cb_reserve",
-            "cb_release", "cb_emit", "cb_refuse", "cb_attempt", "cb_cancel", "call_position")
+            "cb_release", "cb_emit", "cb_refuse", "cb_attempt", "cb_cancel")
 #: How a script says that one row of its batch cannot be applied (see apply_queue.lua).
 _ROW_FAILED = "CSAPPLY "
 
@@ -345,22 +345,15 @@ class StateStore:
                                        for q in queue_ids])
         return {q: json.loads(r) for q, r in zip(queue_ids, replies, strict=True)}
 
-    async def waiting_calls(self, queue_ids: list[str]) -> dict[str, list[str]]:
-        """The call_ids waiting in each queue, in one round trip."""
+    async def waiting_in_order(self, queue_ids: list[str]) -> dict[str, list[tuple[str, int]]]:
+        """Each queue's waiting calls as (call_id, queued ts in ms), in the order they are
+        answered (higher priority, then earlier ts, then call_id), in one round trip."""
         pipe = self.client.pipeline(transaction=False)
         for q in queue_ids:
-            pipe.zrange(self.keys.queue(q) + ":waiting", 0, -1)
+            pipe.zrange(self.keys.queue(q) + ":ranked", 0, -1)
         replies = await pipe.execute()
-        return {q: [str(c) for c in calls] for q, calls in zip(queue_ids, replies, strict=True)}
-
-    async def call_positions(self, call_id: str, queue_ids: list[str]
-                             ) -> dict[str, tuple[int, int]]:
-        """queue_id -> (position, queued ts in ms) of the queues where the call waits now,
-        among ``queue_ids``; one round trip, O(log n) per queue."""
-        replies = await self._scripts([("call_position", self.keys.queue(q), call_id)
-                                       for q in queue_ids])
-        return {q: (int(reply[0]), round(float(reply[1])))
-                for q, reply in zip(queue_ids, replies, strict=True) if reply}
+        return {q: [_ranked_call(str(m)) for m in members]
+                for q, members in zip(queue_ids, replies, strict=True)}
 
     async def agent_states(self) -> dict[str, tuple[str, list[str], int]]:
         """agent_id -> (state, queues, since: ts in ms of the event that began the state)."""
@@ -402,3 +395,12 @@ class StateStore:
             if isinstance(reply, BaseException) and not isinstance(reply, ResponseError):
                 raise reply  # connection trouble: nothing to read from the other replies
         return replies
+
+
+_COMPLEMENT = str.maketrans("0123456789", "9876543210")
+
+
+def _ranked_call(member: str) -> tuple[str, int]:
+    """(call_id, queued ts) of a ``:ranked`` member (its layout: apply_queue.lua)."""
+    digits, call_id = member[1:19], member[20:]
+    return call_id, int(digits) if member[0] == "1" else -int(digits.translate(_COMPLEMENT))

@@ -11,7 +11,6 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from ..errors import ServiceUnavailable
 from ..health import Health
 from ..waiting_calls import WaitingCalls
 from . import wallboard
@@ -61,13 +60,11 @@ def build_app(hub: SnapshotHub, registry: CollectorRegistry, health: Health,
         call_id = request.match_info["call_id"]
         if calls is None or not calls.ready:
             raise web.HTTPServiceUnavailable(text="not ready: the queues have not been read yet")
-        try:
-            waiting = await calls.find(call_id)
-        except ServiceUnavailable as exc:
-            raise web.HTTPServiceUnavailable(text=str(exc)) from None
+        waiting = calls.find(call_id)
         if not waiting:
             raise web.HTTPNotFound(text=f"call {call_id!r} is not waiting in any queue")
-        return web.json_response({"call_id": call_id, "waiting": waiting})
+        return web.json_response({"call_id": call_id, "waiting": waiting,
+                                  "ts": hub.snapshot["ts"], "ready": hub.snapshot["ready"]})
 
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)

@@ -57,8 +57,9 @@ async def positions(base_url: str, calls: list[str], queue: str = "ivr"
     found = {}
     for call in calls:
         status, body = await get_call(base_url, call)
-        if status == 200:
-            found.update({call: entry for entry in body["waiting"] if entry["queue_id"] == queue})
+        for entry in body["waiting"] if status == 200 else ():
+            if entry["queue_id"] == queue:
+                found[call] = entry
     return found
 
 
@@ -117,7 +118,7 @@ async def test_a_call_waiting_in_two_queues_is_in_both_and_answered_is_404(
             return status == 200 and len(body["waiting"]) == 2
 
         await wait_until(in_both)
-        status, body = await get_call(processor.url, "both")
+        _, body = await get_call(processor.url, "both")
         assert body["call_id"] == "both"
         assert [(w["queue_id"], w["position"]) for w in body["waiting"]] == [
             ("sales", 2), ("support", 1)]
@@ -183,7 +184,7 @@ async def test_each_callers_ewt_counts_the_calls_ahead_and_is_absent_with_the_qu
         assert [found[c]["ewt_seconds"] for c in calls] == pytest.approx([0, 60, 120, 180])
         figures = await queue_figures(processor.url, "staffed")
         assert figures is not None and figures["ewt_seconds"] == pytest.approx(240)
-        status, body = await get_call(processor.url, "u0")
+        _, body = await get_call(processor.url, "u0")
         assert body["waiting"] == [{"queue_id": "unstaffed", "position": 1,
                                     "wait_seconds": body["waiting"][0]["wait_seconds"],
                                     "ewt_seconds": None}]
@@ -201,7 +202,7 @@ async def test_the_call_api_needs_the_token_when_one_is_set(broker: EmbeddedBrok
             return (await get_call(processor.url, "tok%2F1%20x", TOKEN))[0] == 200
 
         await wait_until(found)
-        status, body = await get_call(processor.url, "tok%2F1%20x", TOKEN)
+        _, body = await get_call(processor.url, "tok%2F1%20x", TOKEN)
         assert body["call_id"] == "tok/1 x" and body["waiting"][0]["position"] == 1
         assert (await get_call(processor.url, "tok%2F1%20x"))[0] == 401
         assert (await get_call(processor.url, "tok%2F1%20x", "wrong"))[0] == 401
