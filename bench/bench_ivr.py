@@ -20,6 +20,7 @@ import statistics
 import sys
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -85,19 +86,28 @@ async def churn(settings: Settings, producer: Any, waiting: list[str], per_secon
         await send(settings, producer, events)
 
 
-async def ask(session: aiohttp.ClientSession, url: str, due: float,
-              latencies: list[float], statuses: Counter[int]) -> None:
+async def ask(session: aiohttp.ClientSession, url: str, due: float, timings: Timings) -> None:
+    sent = time.perf_counter()
     async with session.get(url) as response:
         await response.read()
-        statuses[response.status] += 1
-    latencies.append((time.perf_counter() - due) * 1000)
+        timings.statuses[response.status] += 1
+    timings.latencies.append((time.perf_counter() - due) * 1000)
+    timings.late.append((sent - due) * 1000)
+
+
+@dataclass
+class Timings:
+    """Per request: from due time to answer, and how late this client was sending it."""
+
+    latencies: list[float] = field(default_factory=list)
+    late: list[float] = field(default_factory=list)
+    statuses: Counter[int] = field(default_factory=Counter)
 
 
 async def load(base_url: str, waiting: list[str], rate: int, seconds: float,
-               rng: random.Random) -> tuple[list[float], Counter[int], float]:
+               rng: random.Random) -> tuple[Timings, float]:
     """Requests at ``rate`` per second, each for a call waiting when it is sent."""
-    latencies: list[float] = []
-    statuses: Counter[int] = Counter()
+    timings = Timings()
     connector = aiohttp.TCPConnector(limit=64)
     async with aiohttp.ClientSession(connector=connector) as session:
         tasks = []
@@ -107,10 +117,10 @@ async def load(base_url: str, waiting: list[str], rate: int, seconds: float,
             if (ahead := due - time.perf_counter()) > 0:
                 await asyncio.sleep(ahead)
             url = f"{base_url}/api/calls/{rng.choice(waiting)}"
-            tasks.append(asyncio.create_task(ask(session, url, due, latencies, statuses)))
+            tasks.append(asyncio.create_task(ask(session, url, due, timings)))
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - start
-    return latencies, statuses, len(latencies) / elapsed
+    return timings, len(timings.latencies) / elapsed
 
 
 async def in_place(base_url: str, waiting_calls: int, last: str) -> Any:
@@ -141,18 +151,20 @@ async def main(waiting_calls: int, rate: int, seconds: float, churn_rate: int,
             print(f"{waiting_calls} calls waiting in one queue; one answer: {sample}")
             churning = asyncio.create_task(churn(settings, producer, waiting, churn_rate,
                                                  seconds, rng))
-            latencies, statuses, achieved = await load(base, waiting, rate, seconds, rng)
+            timings, achieved = await load(base, waiting, rate, seconds, rng)
             await churning
         finally:
             await producer.stop()
             processor.terminate()
-    cuts = statistics.quantiles(latencies, n=100)
-    print(f"{len(latencies)} requests at {achieved:.0f}/s over {seconds:.0f} s "
+    cuts = statistics.quantiles(timings.latencies, n=100)
+    late = statistics.quantiles(timings.late, n=100)
+    print(f"{len(timings.latencies)} requests at {achieved:.0f}/s over {seconds:.0f} s "
           f"(asked {rate}/s), {churn_rate} calls/s answered and as many joining; "
-          f"statuses {dict(statuses)}")
+          f"statuses {dict(timings.statuses)}")
     print(f"latency from due time: p50 {cuts[49]:.2f} ms, p99 {cuts[98]:.2f} ms, "
-          f"max {max(latencies):.2f} ms")
-
+          f"max {max(timings.latencies):.2f} ms")
+    print(f"of which this client was late sending: p50 {late[49]:.2f} ms, "
+          f"p99 {late[98]:.2f} ms")
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
