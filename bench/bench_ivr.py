@@ -57,7 +57,8 @@ def warm_queue(waiting: int, now_ms: int, rng: random.Random) -> list[tuple[byte
                event("call.answered", now_ms - 790_000, "h-a", call_id="h", queue_id=QUEUE,
                      agent_id="a1"),
                event("call.ended", now_ms - 610_000, "h-e", call_id="h", queue_id=QUEUE)]
-    events += [queued(f"w{i}", now_ms - 600_000 + i * 100, rng) for i in range(waiting)]
+    events += [queued(f"w{i}", now_ms - 600_000 + i * 500_000 // waiting, rng)
+               for i in range(waiting)]
     return events
 
 

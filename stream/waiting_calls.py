@@ -12,13 +12,17 @@ most one refresh (0.5 s) old, as the contract allows of the API (1 s).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from .config import STAFFING_WINDOW_SECONDS
 from .figures import caller_ewt_seconds, window_figures
-from .state.store import StateStore
+from .state.store import StateStore, ranked_call
+
+#: Calls taken into the index between two yields to the event loop (about a millisecond).
+_SLICE = 2000
 
 
 @dataclass(frozen=True)
@@ -50,7 +54,11 @@ class WaitingCalls:
     async def refresh(self, store: StateStore, now_ms: int, raw: dict[str, dict[str, Any]],
                       agents: dict[str, dict[str, int]]) -> None:
         """Bring the index up to date with the queues just read (``raw``: each queue's
-        ``read_queue`` answer at ``now_ms``; ``agents``: per queue, agents by state)."""
+        ``read_queue`` answer at ``now_ms``; ``agents``: per queue, agents by state).
+
+        A long list is taken in slices that yield to the event loop, so that requests are
+        not held up behind a huge queue; a request meanwhile sees the queue's old view.
+        """
         changed = [q for q, figures in raw.items()
                    if self._queues.get(q, _UNSEEN).version != _version(figures)]
         in_order = await store.waiting_in_order(changed) if changed else {}
@@ -60,12 +68,17 @@ class WaitingCalls:
             old = self._queues.get(queue_id, _UNSEEN)
             version, places = old.version, old.places
             if queue_id in in_order:
-                version = _version(figures)
-                places = {call_id: (position, queued_ms) for position, (call_id, queued_ms)
-                          in enumerate(in_order[queue_id], start=1)}
-                self._reindex(queue_id, old.places, places)
+                version, places = _version(figures), {}
+                entries = in_order[queue_id]
+                for start in range(0, len(entries), _SLICE):
+                    for position, entry in enumerate(entries[start:start + _SLICE], start + 1):
+                        call_id, queued_ms = ranked_call(entry)
+                        places[call_id] = (position, queued_ms)
+                    await asyncio.sleep(0)
             self._queues[queue_id] = _Queue(version, places, agents.get(queue_id, {}),
                                             figures["windows"][str(STAFFING_WINDOW_SECONDS)])
+            if places is not old.places:
+                self._reindex(queue_id, old.places, places)
         self._now_ms, self.ready = now_ms, True
 
     def _reindex(self, queue_id: str, old: dict[str, Any], new: dict[str, Any]) -> None:

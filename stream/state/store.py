@@ -345,14 +345,14 @@ class StateStore:
                                        for q in queue_ids])
         return {q: json.loads(r) for q, r in zip(queue_ids, replies, strict=True)}
 
-    async def waiting_in_order(self, queue_ids: list[str]) -> dict[str, list[tuple[str, int]]]:
-        """Each queue's waiting calls as (call_id, queued ts in ms), in the order they are
-        answered (higher priority, then earlier ts, then call_id), in one round trip."""
+    async def waiting_in_order(self, queue_ids: list[str]) -> dict[str, list[str]]:
+        """Each queue's waiting calls in the order they are answered (higher priority, then
+        earlier ts, then call_id), in one round trip, as opaque entries (``ranked_call``)."""
         pipe = self.client.pipeline(transaction=False)
         for q in queue_ids:
             pipe.zrange(self.keys.queue(q) + ":ranked", 0, -1)
         replies = await pipe.execute()
-        return {q: [_ranked_call(str(m)) for m in members]
+        return {q: [str(m) for m in members]
                 for q, members in zip(queue_ids, replies, strict=True)}
 
     async def agent_states(self) -> dict[str, tuple[str, list[str], int]]:
@@ -400,7 +400,8 @@ class StateStore:
 _COMPLEMENT = str.maketrans("0123456789", "9876543210")
 
 
-def _ranked_call(member: str) -> tuple[str, int]:
-    """(call_id, queued ts) of a ``:ranked`` member (its layout: apply_queue.lua)."""
+def ranked_call(member: str) -> tuple[str, int]:
+    """(call_id, queued ts in ms) of a ``waiting_in_order`` entry: a ``:ranked`` member
+    (its layout: apply_queue.lua)."""
     digits, call_id = member[1:19], member[20:]
     return call_id, int(digits) if member[0] == "1" else -int(digits.translate(_COMPLEMENT))

@@ -78,14 +78,16 @@ async def test_positions_go_by_priority_then_arrival_then_call_id(broker: Embedd
         "top": (5000, 2**31 - 1),
         "bottom": (500, -(2**31)),
         "newest": (10_000, -1),
+        "ancient-a": (-t0 - 5000, None),      # before 1970 (replays of history)
+        "ancient-b": (-t0 - 1_000_500, 0),
     }
     events = [queued(call, t0 + at, **({} if p is None else {"priority": p}))
               for call, (at, p) in waiting.items()]
     events += [queued("gone", t0 + 100, priority=9),
                terminal("gone", "answered", t0 + 9000, agent_id="a1"),
                queued("left", t0 + 200), terminal("left", "abandoned", t0 + 9500)]
-    expected = ["top", "p5-a", "p5-b", "p5-later", "none-early", "zero-late", "newest",
-                "minus3", "bottom"]
+    expected = ["top", "p5-a", "p5-b", "p5-later", "ancient-b", "ancient-a", "none-early",
+                "zero-late", "newest", "minus3", "bottom"]
     async with InProcessProcessor(settings) as processor:
         await produce(settings, events)
         await wait_until(lambda: _all_found(processor.url, expected))
