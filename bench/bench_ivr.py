@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import statistics
 import sys
@@ -124,6 +125,12 @@ async def load(base_url: str, waiting: list[str], rate: int, seconds: float,
     return timings, len(timings.latencies) / elapsed
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def in_place(base_url: str, waiting_calls: int, last: str) -> Any:
     """The API's answer for the last call queued, once every call waits and it is found."""
     async with aiohttp.ClientSession() as session:
@@ -152,7 +159,9 @@ async def main(waiting_calls: int, rate: int, seconds: float, churn_rate: int,
             print(f"{waiting_calls} calls waiting in one queue; one answer: {sample}")
             churning = asyncio.create_task(churn(settings, producer, waiting, churn_rate,
                                                  seconds, rng))
+            cpu_before = cpu_seconds(processor.process.pid)
             timings, achieved = await load(base, waiting, rate, seconds, rng)
+            cpu = cpu_seconds(processor.process.pid) - cpu_before
             await churning
         finally:
             await producer.stop()
@@ -166,6 +175,8 @@ async def main(waiting_calls: int, rate: int, seconds: float, churn_rate: int,
           f"max {max(timings.latencies):.2f} ms")
     print(f"of which this client was late sending: p50 {late[49]:.2f} ms, "
           f"p99 {late[98]:.2f} ms")
+    print(f"processor CPU meanwhile: {100 * cpu / seconds:.0f}% of a core, "
+          f"{1000 * cpu / len(timings.latencies):.2f} ms per request (churn included)")
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
