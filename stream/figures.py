@@ -119,6 +119,15 @@ def caller_patience_seconds(figures: dict[str, Any]) -> float | None:
     return float((figures["answered"] + abandoned) * asa / abandoned)
 
 
+def caller_ewt_seconds(position: int, agents: dict[str, int], staffing: dict[str, Any]
+                       ) -> float | None:
+    """EWT of the caller at ``position`` in a queue (1: answered next; a caller joining now
+    is at ``waiting + 1``), from the queue's agents by state and its figures over the 15 m
+    staffing window (``window_figures``): the calls ahead of it are ``position - 1``."""
+    return estimated_wait_seconds(position - 1, agents, staffing["aht_seconds"],
+                                  caller_patience_seconds(staffing))
+
+
 def queue_snapshot(queue_id: str, raw: dict[str, Any], agents: dict[str, int],
                    policy: QueuePolicy, windows: list[int], now_ms: int) -> dict[str, Any]:
     """One queue's live snapshot: the shape of ``/api/queues/{id}`` and the metrics."""
@@ -136,8 +145,7 @@ def queue_snapshot(queue_id: str, raw: dict[str, Any], agents: dict[str, int],
         "queue_id": queue_id,
         "waiting": waiting,
         "longest_wait_seconds": max(0.0, (now_ms - oldest) / 1000) if waiting else 0.0,
-        "ewt_seconds": estimated_wait_seconds(waiting, agents, staffing["aht_seconds"],
-                                              caller_patience_seconds(staffing)),
+        "ewt_seconds": caller_ewt_seconds(waiting + 1, agents, staffing),
         "agents": {state: agents.get(state, 0) for state in AGENT_STATES},
         "agents_required": required,
         "policy": {

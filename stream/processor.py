@@ -29,6 +29,7 @@ from .redis_client import Redis, connect_redis
 from .snapshots import SnapshotRefresher, bucket_windows
 from .state.keys import KeySpace
 from .state.store import StateStore
+from .waiting_calls import WaitingCalls
 from .web.app import build_app
 from .web.hub import SnapshotHub
 
@@ -141,7 +142,8 @@ async def run_processor(settings: Settings, policy: Policy, stop: asyncio.Event,
     hub = SnapshotHub(live=lambda: health.ready)
     mqtt = MqttPublisher(settings, hub) if settings.mqtt_url else None  # checks the URL now
     registry, metrics = build_registry(hub)
-    app = build_app(hub, registry, health, settings.http_token.get_secret_value())
+    calls = WaitingCalls(event_clock=settings.clock == "event")
+    app = build_app(hub, registry, health, settings.http_token.get_secret_value(), calls)
     runner = await _serve_http(app, settings)
     _warn_if_open(settings)
     store: StateStore | None = None
@@ -184,7 +186,7 @@ async def run_processor(settings: Settings, policy: Policy, stop: asyncio.Event,
             callbacks = Callbacks(settings, policy, store, hub, settings.instance)
             consumer = Consumer(settings, policy, store, metrics, health,
                                 handlers=[callbacks], hooks=[callbacks])
-            refresher = SnapshotRefresher(settings, policy, store, hub, health,
+            refresher = SnapshotRefresher(settings, policy, store, hub, health, calls,
                                           parts=[alerts.snapshot_part])
             tasks: list[Awaitable[Any]] = [
                 consumer.run(stop), refresher.run(stop), callbacks.run(stop), alerts.run(stop),

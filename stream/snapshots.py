@@ -20,6 +20,7 @@ from .health import Health
 from .outage import Outage
 from .state.store import StateStore
 from .timefmt import rfc3339 as iso
+from .waiting_calls import WaitingCalls
 from .web.hub import Snapshot, SnapshotHub
 
 log = logging.getLogger(__name__)
@@ -36,16 +37,19 @@ def bucket_windows(windows: list[int], also: Iterable[int] = ()) -> list[tuple[i
 
 
 class SnapshotRefresher:
-    """Builds a snapshot of every known queue and publishes it to the hub."""
+    """Builds a snapshot of every known queue and publishes it to the hub; keeps the
+    index of where calls wait (``calls``) up to date with it."""
 
     def __init__(self, settings: Settings, policy: Policy, store: StateStore, hub: SnapshotHub,
-                 health: Health, parts: Sequence[QueuePart] = ()) -> None:
+                 health: Health, calls: WaitingCalls | None = None,
+                 parts: Sequence[QueuePart] = ()) -> None:
         self.settings = settings
         self.parts = parts
         self.policy = policy
         self.store = store
         self.hub = hub
         self.health = health
+        self.calls = calls
 
     async def build(self) -> Snapshot:
         now_ms = await self.store.now_ms(self.settings.clock == "event")
@@ -53,6 +57,8 @@ class SnapshotRefresher:
         raw = await self.store.read_queues(queue_ids, now_ms)
         raw_agents = await self.store.read_agents(now_ms)
         agents = agents_by_queue(raw_agents.states)
+        if self.calls is not None:
+            await self.calls.refresh(self.store, now_ms, raw, agents)
         queues: list[dict[str, Any]] = [
             queue_snapshot(q, raw[q], agents.get(q, {}), self.policy.for_queue(q),
                            self.settings.window_seconds, now_ms)

@@ -33,6 +33,11 @@
 --   :legidx   zset call_id -> a time (ms) at most 1 h before the leg's last touch;
 --             legs idle past leg_ttl_ms are forgotten
 --   :waiting  zset call_id -> queued ts (ms)
+--   :ranked   zset "<queued ts, 19 sortable digits>|call_id" -> -priority (0: none): the
+--             same calls in the order they are answered (higher priority, then earlier
+--             ts, then call_id): a call's position is its rank (the API reads it)
+--   :wgen     string: a counter raised whenever the waiting list changes (the API's
+--             index of where calls wait re-reads only the queues whose counter moved)
 --   :w:<window_s>:<bucket> hash figure -> count (bucket = floor(ts_ms / 1000 / bucket_s));
 --             per agent also "answered|<agent_id>", "handled|<agent_id>" and
 --             "handle_ms|<agent_id>" (the answering agent's legs; summed over queues on read)
@@ -55,6 +60,7 @@ local legs_key = prefix .. ':legs'
 local legidx_key = prefix .. ':legidx'
 local waiting_key = prefix .. ':waiting'
 local totals_key = prefix .. ':totals'
+local ranked_key = prefix .. ':ranked'
 
 local stored_offsets = {}
 local applied_offsets = {}
@@ -160,8 +166,19 @@ local function cb_member(call_id, leg)
   return nil
 end
 
+-- A call's :ranked member: its queued ts in digits that sort as the times do (those
+-- before 1970 complemented, so that they sort first), then its call_id.
+local function ranked_member(call_id, ts)
+  if ts < 0 then
+    return '0' .. string.gsub(string.format('%018.0f', -ts), '%d',
+                              function(d) return 9 - d end) .. '|' .. call_id
+  end
+  return '1' .. string.format('%018.0f', ts) .. '|' .. call_id
+end
+
 local function stop_waiting(call_id, leg)
-  waiting_ops[#waiting_ops + 1] = {call_id, false, cb_member(call_id, leg)}
+  waiting_ops[#waiting_ops + 1] = {call_id, false, cb_member(call_id, leg),
+                                   ranked_member(call_id, leg.q)}
 end
 
 local function start_visit(call_id, ts, caller, priority, old, token)
@@ -169,7 +186,8 @@ local function start_visit(call_id, ts, caller, priority, old, token)
   local leg = {st = 'W', q = ts, caller = caller, priority = priority}
   write_leg(call_id, leg, old, token)
   fact(token, 'queued', call_id, ts, caller, nil)
-  waiting_ops[#waiting_ops + 1] = {call_id, ts, cb_member(call_id, leg)}
+  waiting_ops[#waiting_ops + 1] = {call_id, ts, cb_member(call_id, leg),
+                                   ranked_member(call_id, ts), -(priority or 0)}
 end
 
 -- A wait or handle time that comes out negative counts as 0; none is longer than a
@@ -357,12 +375,15 @@ end
 for _, op in ipairs(waiting_ops) do
   if op[2] then
     redis.call('ZADD', waiting_key, int(op[2]), op[1])
+    redis.call('ZADD', ranked_key, int(op[5]), op[4])
     if op[3] then redis.call('ZADD', prefix .. ':cbwait', int(op[2] + cfg.cb_wait_ms), op[3]) end
   else
     redis.call('ZREM', waiting_key, op[1])
+    redis.call('ZREM', ranked_key, op[4])
     if op[3] then redis.call('ZREM', prefix .. ':cbwait', op[3]) end
   end
 end
+if #waiting_ops > 0 then redis.call('INCR', prefix .. ':wgen') end
 
 for _, id in ipairs(bucket_order) do
   local window = tonumber(string.match(id, '^(%d+):'))
@@ -386,6 +407,8 @@ end
 local stale = redis.call('ZRANGEBYSCORE', legidx_key, '-inf', now - cfg.leg_ttl_ms,
                          'LIMIT', 0, 1000)
 for _, call_id in ipairs(stale) do
+  local queued = redis.call('ZSCORE', waiting_key, call_id)
+  if queued then redis.call('ZREM', ranked_key, ranked_member(call_id, tonumber(queued))) end
   redis.call('HDEL', legs_key, call_id)
   redis.call('ZREM', waiting_key, call_id)
   redis.call('ZREM', legidx_key, call_id)

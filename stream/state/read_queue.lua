@@ -7,7 +7,8 @@
 --                callbacks: {"offered:<kind>"|"result:<r>"|"refused:<reason>": n},
 --                offers_open,   (callback offers: see cb_emit.lua)
 --                trend: [[bucket_start_s, {figure: count}], ...] (oldest first),
---                waited: {"<minute>": calls waiting then}}
+--                waited: {"<minute>": calls waiting then},
+--                waiting_gen}   (raised whenever the waiting list changes)
 -- It also notes the calls waiting now under this minute (:trend:waiting, the last 70
 -- minutes), so the waiting calls' recent history survives restarts and is the same on
 -- every instance.
@@ -55,4 +56,5 @@ return cjson.encode({
   offers_open = redis.call('SCARD', prefix .. ':offers:open'),
   trend = trend,
   waited = hash_to_table(redis.call('HGETALL', history), {}),
+  waiting_gen = tonumber(redis.call('GET', prefix .. ':wgen') or '0'),
 })

@@ -428,6 +428,16 @@ class StateStore:
                                        for q in queue_ids])
         return {q: json.loads(r) for q, r in zip(queue_ids, replies, strict=True)}
 
+    async def waiting_in_order(self, queue_ids: list[str]) -> dict[str, list[str]]:
+        """Each queue's waiting calls in the order they are answered (higher priority, then
+        earlier ts, then call_id), in one round trip, as opaque entries (``ranked_call``)."""
+        pipe = self.client.pipeline(transaction=False)
+        for q in queue_ids:
+            pipe.zrange(self.keys.queue(q) + ":ranked", 0, -1)
+        replies = await pipe.execute()
+        return {q: [str(m) for m in members]
+                for q, members in zip(queue_ids, replies, strict=True)}
+
     async def agent_states(self) -> dict[str, AgentState]:
         """agent_id -> (state, queues, since: ts in ms of the event that began the state)."""
         raw = await self.client.hgetall(self.keys.agent_states)
@@ -481,3 +491,13 @@ class StateStore:
             if isinstance(reply, BaseException) and not isinstance(reply, ResponseError):
                 raise reply  # connection trouble: nothing to read from the other replies
         return replies
+
+
+_COMPLEMENT = str.maketrans("0123456789", "9876543210")
+
+
+def ranked_call(member: str) -> tuple[str, int]:
+    """(call_id, queued ts in ms) of a ``waiting_in_order`` entry: a ``:ranked`` member
+    (its layout: apply_queue.lua)."""
+    digits, call_id = member[1:19], member[20:]
+    return call_id, int(digits) if member[0] == "1" else -int(digits.translate(_COMPLEMENT))

@@ -12,6 +12,7 @@ from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from ..health import Health
+from ..waiting_calls import WaitingCalls
 from . import wallboard
 from .hub import SnapshotHub
 
@@ -22,8 +23,9 @@ COOKIE_NAME = "callstream_wallboard"
 
 
 def build_app(hub: SnapshotHub, registry: CollectorRegistry, health: Health,
-              token: str = "") -> web.Application:
-    """The application; with ``token`` set, every path but /healthz needs it.
+              token: str = "", calls: WaitingCalls | None = None) -> web.Application:
+    """The application; with ``token`` set, every path but /healthz needs it. ``calls``
+    answers ``/api/calls/{call_id}`` (without it, that path answers 503).
 
     API clients send ``Authorization: Bearer <token>``. A wall display opens
     ``/wallboard?token=<token>`` once: the page answers with a cookie and sends the browser
@@ -54,12 +56,23 @@ def build_app(hub: SnapshotHub, registry: CollectorRegistry, health: Health,
                     snapshot | {"ts": hub.snapshot["ts"], "ready": hub.snapshot["ready"]})
         raise web.HTTPNotFound(text=f"queue {queue_id!r} has not been seen")
 
+    async def call(request: web.Request) -> web.Response:
+        call_id = request.match_info["call_id"]
+        if calls is None or not calls.ready:
+            raise web.HTTPServiceUnavailable(text="not ready: the queues have not been read yet")
+        waiting = calls.find(call_id)
+        if not waiting:
+            raise web.HTTPNotFound(text=f"call {call_id!r} is not waiting in any queue")
+        return web.json_response({"call_id": call_id, "waiting": waiting,
+                                  "ts": hub.snapshot["ts"], "ready": hub.snapshot["ready"]})
+
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/api/queues", queues)
     app.router.add_get("/api/queues/{queue_id}", queue)
     _add_agent_routes(app, hub)
+    app.router.add_get("/api/calls/{call_id:.+}", call)  # a call_id may hold a "/"
     wallboard.add_routes(app, hub)
     return app
 
