@@ -52,6 +52,11 @@ class KeySpace:
         """The prefix of one queue's keys."""
         return f"{self.root}:{{q:{queue_id}}}"
 
+    def caller(self, caller: str) -> str:
+        """The prefix of one caller's keys (a normalised number): the caller's journey sits
+        in one slot of its own, whatever queues the caller called (apply_journey.lua)."""
+        return f"{self.root}:{{c:{caller}}}"
+
     def checkpoint(self, topic: str) -> str:
         """Hash partition -> last offset of the last batch Redis applied whole."""
         return f"{self.root}:checkpoint:{topic}"

@@ -40,7 +40,8 @@ IDLE_MS = 24 * 3600 * 1000
 #: Buckets outlive their window by this much: events may be up to 5 min in the future.
 BUCKET_TTL_EXTRA_S = 360
 _SCRIPTS = ("apply_queue", "apply_agents", "read_queue", "raise_clock", "admit", "forget",
-            "sweep_queue", "sweep_agents", "claim_out", "done_out")
+            "sweep_queue", "sweep_agents", "claim_out", "done_out",
+            "apply_journey", "journey_queue", "read_journeys")
 #: How a script says that one row of its batch cannot be applied (see apply_queue.lua).
 _ROW_FAILED = "CSAPPLY "
 

@@ -1,0 +1,104 @@
+-- Record in one queue's keys what callers' journeys decided about it (contract §2), so
+-- the snapshot reads a queue's journey figures from its own slot, cheaply.
+--
+-- KEYS[1]  the queue's key prefix, e.g. "cs:{q:sales}"
+-- ARGV[1]  JSON config: {bucket_ms}
+-- ARGV[2]  JSON list of [caller, queue_id, token, kind, ts, at, recovery_ms]
+--          (apply_journey.lua's answers, with their caller first)
+--
+-- Each kind is recorded once, however often it comes:
+--   c, r  counted only while its fact is still in :facts and not yet in :jmark (the
+--         fact leaves :facts once every handler has taken it)
+--   m     the caller joins :missed, unless :jdone says this miss is resolved already
+--   R, L  resolve the caller's miss at ts: counted unless :jdone holds ts or later, so
+--         a resolution that comes before its miss, or twice, counts once
+--
+-- Keys below the prefix:
+--   :missed  zset caller -> ts of the last miss not yet recovered or lost (the callers a
+--            supervisor may call back by hand; numbers kept at most 24 h plus a sweep)
+--   :jdone   zset caller -> ts of the last miss resolved (recovered or lost); kept until
+--            the miss is a day and an hour old
+--   :jmark   set of the tokens of facts counted here while they are in :facts
+--   :jw      hash "<bucket>:<figure>" -> count, bucket = floor(ts / bucket_ms); figures:
+--            c offered calls with a caller, r repeat calls, R recovered, Rms summed time
+--            to recovery (ms), L lost; fields older than a day and a bucket are pruned
+--   :jtotal  hash lost -> callers lost since the start (callstream_lost_callers_total)
+
+local prefix = KEYS[1]
+local cfg = cjson.decode(ARGV[1])
+local rows = cjson.decode(ARGV[2])
+local missed_key, done_key = prefix .. ':missed', prefix .. ':jdone'
+
+local counts, marks, done = {}, {}, {}
+local missed = {}   -- caller -> ts of the open miss (NONE: none)
+local changed = {}  -- callers whose :missed entry changes
+local lost = 0
+local NONE = -math.huge
+
+local function int(x) return string.format('%.0f', x) end
+local function add(at, figure, amount)
+  local field = int(math.floor(at / cfg.bucket_ms)) .. ':' .. figure
+  counts[field] = (counts[field] or 0) + amount
+end
+-- The miss this caller last had resolved here (as this call has changed it so far).
+local function resolved(caller)
+  local ts = done[caller]
+  if ts == nil then
+    ts = tonumber(redis.call('ZSCORE', done_key, caller)) or NONE
+    done[caller] = ts
+  end
+  return ts
+end
+local function open_miss(caller)
+  local ts = missed[caller]
+  if ts == nil then
+    ts = tonumber(redis.call('ZSCORE', missed_key, caller)) or NONE
+    missed[caller] = ts
+  end
+  return ts
+end
+
+for _, e in ipairs(rows) do
+  local caller, token, kind, ts, at, recovery = e[1], e[3], e[4], e[5], e[6], e[7]
+  if kind == 'c' or kind == 'r' then
+    if not marks[token] and redis.call('HEXISTS', prefix .. ':facts', token) == 1
+        and redis.call('SISMEMBER', prefix .. ':jmark', token) == 0 then
+      marks[token] = true
+      add(ts, 'c', 1)
+      if kind == 'r' then add(ts, 'r', 1) end
+    end
+  elseif kind == 'm' then
+    if resolved(caller) < ts and open_miss(caller) < ts then
+      missed[caller] = ts
+      changed[caller] = true
+    end
+  elseif resolved(caller) < ts then
+    done[caller] = ts
+    if open_miss(caller) <= ts then
+      missed[caller] = NONE
+      changed[caller] = true
+    end
+    if kind == 'R' then
+      add(at, 'R', 1)
+      add(at, 'Rms', math.max(0, recovery))
+    else
+      add(at, 'L', 1)
+      lost = lost + 1
+    end
+  end
+end
+
+for token in pairs(marks) do redis.call('SADD', prefix .. ':jmark', token) end
+for caller in pairs(changed) do
+  if missed[caller] == NONE then
+    redis.call('ZREM', missed_key, caller)
+  else
+    redis.call('ZADD', missed_key, int(missed[caller]), caller)
+  end
+end
+for caller, ts in pairs(done) do
+  if ts ~= NONE then redis.call('ZADD', done_key, int(ts), caller) end
+end
+for field, amount in pairs(counts) do redis.call('HINCRBY', prefix .. ':jw', field, amount) end
+if lost > 0 then redis.call('HINCRBY', prefix .. ':jtotal', 'lost', lost) end
+return 'ok'

@@ -1,0 +1,262 @@
+"""Caller journeys (contract §2) from scripted events, through the production path: parse,
+the queue scripts, the relay of caller facts to the callers' journeys, the queues' sums.
+
+Times are days in the past and applied with the event clock (``clock=event``), so a
+test can move "now" past the day a miss has to be recovered in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from typing import Any
+
+import pytest
+
+from stream.batching import PreparedBatch, add
+from stream.checkpoint import relay
+from stream.config import Policy
+from stream.journeys import JourneyHandler, declare_lost, journey_figures, masked
+from stream.snapshots import bucket_windows, iso
+from stream.state.batch import CallerFact
+from stream.state.journeys import JourneyStore
+from stream.state.keys import KeySpace
+from stream.state.store import QueueRules, StateStore
+
+REDIS_URL = os.environ.get("CALLSTREAM_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+HOUR = 3600.0
+DAY = 24 * HOUR
+T0 = (int(time.time()) // 3600 - 24 * 5) * 3600 * 1000  # an hour boundary, five days ago
+
+
+class Rec:
+    def __init__(self, offset: int, value: bytes) -> None:
+        self.topic, self.partition, self.offset = "t", 0, offset
+        self.key, self.value, self.headers = None, value, ()
+
+
+class Journeys:
+    """Applies events as the consumer does and relays their caller facts to journeys."""
+
+    def __init__(self, store: StateStore, policy: Policy) -> None:
+        self.store = store
+        self.state = JourneyStore(store)
+        self.policy = policy
+        self.handler = JourneyHandler(self.state, policy)
+        self.offset = 0
+
+    async def apply(self, *events: dict[str, Any], relay_facts: bool = True
+                    ) -> list[CallerFact]:
+        records = []
+        for event in events:
+            records.append(Rec(self.offset, json.dumps(event).encode()))
+            self.offset += 1
+        batch = PreparedBatch()
+        now_ms = int(time.time() * 1000)
+        add(batch, records, now_ms, event_clock=True)  # type: ignore[arg-type]
+        rules = {q: QueueRules(20_000, round(self.policy.for_queue(q).short_abandon_seconds
+                                             * 1000)) for q in batch.state.queue_ids}
+        await self.store.admit(batch.state, now_ms)
+
+        async def no_failure(failed: list[tuple[int, str]]) -> None:
+            raise AssertionError(f"not applied: {failed}")
+
+        await self.store.apply(batch.state, rules, now_ms, no_failure)
+        if relay_facts:
+            await relay(self.store, [self.handler], batch.state.caller_facts, now_ms)
+        return batch.state.caller_facts
+
+    async def leftovers(self) -> None:
+        """What the janitor does: relay the facts still in the queues' outboxes."""
+        facts = await self.store.pending_caller_facts(await self.store.queue_ids())
+        await relay(self.store, [self.handler], facts, int(time.time() * 1000))
+
+    async def keep(self, now_ms: int) -> None:
+        """One round of the lost-caller keeper at ``now_ms``."""
+        await declare_lost(self.state, await self.store.queue_ids(), now_ms, prune=True)
+
+    async def figures(self, queue_id: str, at: float) -> dict[str, Any]:
+        now_ms = T0 + round(at * 1000)
+        sums = await self.state.read([queue_id], now_ms)
+        return journey_figures(sums[queue_id], self.policy.for_queue(queue_id).lost_caller_value)
+
+
+@pytest.fixture
+async def journeys() -> Any:
+    store = await StateStore.connect(REDIS_URL, bucket_windows([300]),
+                                     KeySpace(f"j{uuid.uuid4().hex[:8]}"), caller_facts=True)
+    yield Journeys(store, Policy.model_validate(
+        {"queues": {"sales": {"lost_caller_value": 40}}}))
+    await store.close()
+
+
+_ids = iter(range(10**9))
+
+
+def ev(kind: str, at: float, **fields: Any) -> dict[str, Any]:
+    """An event ``at`` seconds after T0."""
+    return {"event_id": f"e{next(_ids)}", "type": kind, "ts": iso(T0 + round(at * 1000)),
+            **fields}
+
+
+def queued(call: str, at: float, queue: str = "sales", caller: str | None = "+44 20 7946 0001"
+           ) -> dict[str, Any]:
+    return ev("call.queued", at, call_id=call, queue_id=queue, caller=caller)
+
+
+def answered(call: str, at: float, queue: str = "sales") -> dict[str, Any]:
+    return ev("call.answered", at, call_id=call, queue_id=queue, agent_id="a1")
+
+
+def abandoned(call: str, at: float, queue: str = "sales") -> dict[str, Any]:
+    return ev("call.abandoned", at, call_id=call, queue_id=queue)
+
+
+def attempt(call: str, at: float, result: str, queue: str = "sales") -> dict[str, Any]:
+    return ev("call.callback_attempt", at, call_id=call, queue_id=queue, offer_id="o1",
+              result=result)
+
+
+def states(figures: dict[str, Any]) -> tuple[int, int, int]:
+    return figures["missed"], figures["recovered"], figures["lost"]
+
+
+async def test_abandon_then_callback_reached_is_recovered(journeys: Journeys) -> None:
+    await journeys.apply(queued("c1", 0), abandoned("c1", 60))
+    assert states(await journeys.figures("sales", 120)) == (1, 0, 0)
+    await journeys.apply(attempt("c1", 600, "no_answer"))
+    assert states(await journeys.figures("sales", 700)) == (1, 0, 0)
+    await journeys.apply(attempt("c1", 1800, "answered"))
+    figures = await journeys.figures("sales", 1900)
+    assert states(figures) == (0, 1, 0)
+    assert figures["recovery_seconds"] == pytest.approx(1740)
+
+
+async def test_own_call_answered_on_another_queue_an_hour_later_recovers(
+        journeys: Journeys) -> None:
+    await journeys.apply(queued("c1", 0), abandoned("c1", 30))
+    await journeys.apply(queued("c2", HOUR, queue="support"),
+                         answered("c2", HOUR + 10, queue="support"))
+    sales = await journeys.figures("sales", HOUR + 20)
+    assert states(sales) == (0, 1, 0)
+    assert sales["recovery_seconds"] == pytest.approx(HOUR + 10 - 30)
+    assert states(await journeys.figures("support", HOUR + 20)) == (0, 0, 0)
+    assert await journeys.state.missed_callers("sales", T0 + round(HOUR * 1000)) == []
+
+
+async def test_abandon_twice_never_answered_is_lost_after_a_day(journeys: Journeys) -> None:
+    await journeys.apply(queued("c1", 0), abandoned("c1", 30))
+    await journeys.apply(queued("c2", 2 * HOUR), abandoned("c2", 2 * HOUR + 40))
+    figures = await journeys.figures("sales", 3 * HOUR)
+    assert figures["repeat_calls"] == 1 and figures["repeat_call_ratio"] == pytest.approx(0.5)
+    at_miss = T0 + round((2 * HOUR + 40) * 1000)
+    assert await journeys.state.missed_callers("sales", at_miss) == [("442079460001", at_miss)]
+    await journeys.keep(T0 + round((DAY + HOUR) * 1000))  # a day after the first miss only
+    figures = await journeys.figures("sales", DAY + HOUR)
+    assert states(figures) == (1, 0, 0)
+    later = DAY + 2 * HOUR + 41  # a day after the last miss
+    await journeys.keep(T0 + round(later * 1000))
+    await journeys.keep(T0 + round(later * 1000))  # again: counted once
+    figures = await journeys.figures("sales", later)
+    assert states(figures) == (0, 0, 1)
+    assert figures["lost_total"] == 1 and figures["lost_value"] == 40
+    # An answer after the day does not revive a lost caller.
+    await journeys.apply(queued("c3", later + 10), answered("c3", later + 20))
+    assert states(await journeys.figures("sales", later + 30)) == (0, 0, 1)
+
+
+async def test_short_abandon_is_not_missed(journeys: Journeys) -> None:
+    await journeys.apply(queued("c1", 0), abandoned("c1", 4.999))
+    assert states(await journeys.figures("sales", 10)) == (0, 0, 0)
+    await journeys.apply(queued("c2", 20), abandoned("c2", 25))  # exactly 5 s: not short
+    assert states(await journeys.figures("sales", 30)) == (1, 0, 0)
+
+
+async def test_orphan_abandon_is_a_miss_but_has_no_caller(journeys: Journeys) -> None:
+    # An abandon never queued has no caller on record: it takes no part in journeys.
+    await journeys.apply(abandoned("x1", 10))
+    assert states(await journeys.figures("sales", 20)) == (0, 0, 0)
+
+
+async def test_calls_with_no_caller_take_no_part(journeys: Journeys) -> None:
+    await journeys.apply(queued("c1", 0, caller="anonymous"), abandoned("c1", 30),
+                         queued("c2", 60, caller=None), answered("c2", 70))
+    figures = await journeys.figures("sales", 100)
+    assert states(figures) == (0, 0, 0) and figures["offered_with_caller"] == 0
+    assert figures["repeat_call_ratio"] is None and figures["recovery_seconds"] is None
+
+
+async def test_repeat_call_ratio_on_known_repeats(journeys: Journeys) -> None:
+    # Callers 1..10 call once; callers 1..4 call again within the day (4 on another
+    # queue), caller 5 again after more than a day: 4 repeats of 15 calls with a caller.
+    events = [queued(f"a{i}", i, caller=f"0049301234{i:02d}") for i in range(1, 11)]
+    events += [queued(f"b{i}", HOUR + i, caller=f"0049301234{i:02d}") for i in range(1, 4)]
+    events.append(queued("b4", 2 * HOUR, queue="support", caller="004930123404"))
+    events.append(queued("b5", DAY + 100, caller="004930123405"))
+    await journeys.apply(*events)
+    # b5 is no repeat (its caller's last call is more than a day before); the window's
+    # old edge is rounded down to a 30 min bucket, so the first calls are still in it.
+    sales = await journeys.figures("sales", DAY + 200)
+    assert sales["repeat_calls"] == 3 and sales["offered_with_caller"] == 14
+    before = await journeys.figures("sales", 3 * HOUR)
+    assert before["repeat_calls"] == 3 and before["offered_with_caller"] == 13
+    assert before["repeat_call_ratio"] == pytest.approx(3 / 13)
+    support = await journeys.figures("support", 3 * HOUR)
+    assert support["repeat_calls"] == 1 and support["repeat_call_ratio"] == 1.0
+
+
+async def test_duplicates_disorder_and_relays_again_change_nothing(journeys: Journeys) -> None:
+    events = [queued("c1", 0), abandoned("c1", 30),
+              queued("c2", 100, queue="support"), answered("c2", 400, queue="support"),
+              queued("d1", 0, caller="5551234"), abandoned("d1", 60)]
+    # An answer applied before the miss it recovers (another partition, say).
+    await journeys.apply(events[2], events[3])
+    await journeys.apply(events[0], events[1], events[4], events[5])
+    expected = await journeys.figures("sales", 500)
+    assert states(expected) == (1, 1, 0)
+    assert expected["recovery_seconds"] == pytest.approx(370)
+    # The same events again (a producer's duplicates), then relays of the same facts
+    # again (a crash after the journeys took them, before the outbox was emptied).
+    facts = await journeys.apply(*events, relay_facts=False)
+    assert facts == []  # duplicates make no facts
+    await journeys.apply(queued("c9", 450, caller="5550000"), relay_facts=False)
+    await journeys.leftovers()
+    await journeys.leftovers()
+    figures = await journeys.figures("sales", 500)
+    assert states(figures) == states(expected)
+    assert figures["offered_with_caller"] == expected["offered_with_caller"] + 1
+
+
+async def test_a_relay_cut_between_journey_and_queue_counts_once(journeys: Journeys) -> None:
+    """The journeys took a fact but the queue never heard (a crash in between): the
+    fact's next relay answers the same decisions, and the queue records them once."""
+    facts = await journeys.apply(queued("c1", 0), abandoned("c1", 30), relay_facts=False)
+    answer = await journeys.apply(queued("c2", 100, queue="support"),
+                                  answered("c2", 200, queue="support"), relay_facts=False)
+    # Only the callers' half of the relay, for everything, as if the queues' half died.
+    ops_store = journeys.state
+    real = ops_store.store._scripts
+
+    async def callers_only(calls: Any, raise_on_error: bool = True) -> list[Any]:
+        if calls and calls[0][0] == "journey_queue":
+            raise ConnectionError("cut")
+        return await real(calls, raise_on_error)
+
+    ops_store.store._scripts = callers_only  # type: ignore[method-assign]
+    with pytest.raises(ConnectionError):
+        await journeys.handler.take(answer + facts, 0)
+    ops_store.store._scripts = real  # type: ignore[method-assign]
+    await journeys.leftovers()
+    await journeys.leftovers()
+    figures = await journeys.figures("sales", 300)
+    assert states(figures) == (0, 1, 0) and figures["recovery_seconds"] == pytest.approx(170)
+    assert figures["offered_with_caller"] == 1 and figures["repeat_calls"] == 0
+    support = await journeys.figures("support", 300)
+    assert support["offered_with_caller"] == 1 and support["repeat_calls"] == 1
+
+
+def test_masked_keeps_the_last_four_digits() -> None:
+    assert masked("442079460001") == "********0001"
+    assert masked("123") == "123"
