@@ -17,7 +17,9 @@ from redis.exceptions import RedisError
 from .config import STAFFING_WINDOW_SECONDS, Policy, Settings
 from .consume import Health
 from .figures import agents_by_queue, queue_snapshot
+from .journeys import journey_figures
 from .outage import Outage
+from .state.journeys import JourneyStore
 from .state.store import StateStore
 from .web.hub import Snapshot, SnapshotHub
 
@@ -40,8 +42,9 @@ class SnapshotRefresher:
     """Builds a snapshot of every known queue and publishes it to the hub."""
 
     def __init__(self, settings: Settings, policy: Policy, store: StateStore, hub: SnapshotHub,
-                 health: Health) -> None:
+                 health: Health, journeys: JourneyStore | None = None) -> None:
         self.settings = settings
+        self.journeys = journeys
         self.policy = policy
         self.store = store
         self.hub = hub
@@ -65,7 +68,26 @@ class SnapshotRefresher:
                            self.settings.window_seconds, now_ms)
             for q in queue_ids
         ]
+        if self.journeys is not None:
+            await self._add_journeys(queues, now_ms)
         return {"ts": iso(now_ms), "ready": self.health.ready, "queues": queues}
+
+    async def _add_journeys(self, queues: list[dict[str, Any]], now_ms: int) -> None:
+        """Each queue's caller journey figures (contract §2), under "journeys"."""
+        assert self.journeys is not None
+        sums = await self.journeys.read([q["queue_id"] for q in queues], now_ms)
+        for queue in queues:
+            value = self.policy.for_queue(queue["queue_id"]).lost_caller_value
+            queue["journeys"] = journey_figures(sums[queue["queue_id"]], value)
+
+    async def missed_callers(self, queue_id: str) -> list[dict[str, Any]]:
+        """The queue's missed callers not yet recovered, oldest miss first, with their
+        numbers (for ``/api/queues/{id}/missed``, which masks them without a token)."""
+        if self.journeys is None:
+            return []
+        now_ms = await self.now_ms()
+        return [{"caller": caller, "missed_at": iso(ts), "missed_seconds": (now_ms - ts) / 1000}
+                for caller, ts in await self.journeys.missed_callers(queue_id, now_ms)]
 
     async def run(self, stop: asyncio.Event) -> None:
         outage = Outage("Redis (snapshot refresh)", "CALLSTREAM_REDIS_URL", log)

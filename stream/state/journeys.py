@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from .store import StateStore
 
@@ -99,9 +99,9 @@ class JourneyStore:
     async def missed_callers(self, queue_id: str, now_ms: int) -> list[tuple[str, int]]:
         """(caller, ts of the last miss) of the queue's callers missed in the last day and
         not recovered since, oldest miss first."""
-        raw = await self.store.client.zrangebyscore(
+        raw = cast("list[tuple[Any, float]]", await self.store.client.zrangebyscore(
             self.keys.queue(queue_id) + ":missed", f"({now_ms - DAY_MS}", "+inf",
-            withscores=True)
+            withscores=True))
         return [(str(caller), int(ts)) for caller, ts in raw]
 
 

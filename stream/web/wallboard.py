@@ -39,6 +39,7 @@ _POLICY_NUMBERS = (
 )
 _WINDOW_NUMBERS = (*OUTCOMES, "service_level", "abandon_ratio", "asa_seconds", "aht_seconds")
 _ALERT_NUMBERS = ("abandon_ratio",)
+_JOURNEY_NUMBERS = ("missed", "recovered", "lost")
 # Free text is limited to tame tokens: ids, window labels, alert kinds and statuses.
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
@@ -139,6 +140,8 @@ def _queue_view(queue: Mapping[str, Any]) -> dict[str, Any]:
     }
     if "callbacks" in queue:
         view["callbacks"] = _numbers(_mapping(queue["callbacks"]), ("pending",))
+    if "journeys" in queue:
+        view["journeys"] = _numbers(_mapping(queue["journeys"]), _JOURNEY_NUMBERS)
     if "alerts" in queue:
         view["alerts"] = [_alert_view(alert) for alert in _mappings(queue["alerts"])]
     return view

@@ -68,11 +68,6 @@ NOT_COMPUTED_YET = frozenset(
         # The processor's own spike decision (section 4): the alerts module (issue 9).
         # Until then it reads 0, and issue 7 removes it.
         "callstream_alert_firing",
-        # Caller journeys (section 2).
-        "callstream_queue_callers",
-        "callstream_queue_repeat_call_ratio",
-        "callstream_queue_recovery_seconds",
-        "callstream_lost_callers_total",
         # Per-agent figures (section 2, the team-lead's view).
         "callstream_agent_state",
         "callstream_agent_state_seconds",
@@ -157,6 +152,10 @@ def scripted_stream(now_ms: int) -> list[dict[str, Any] | bytes]:
               queue_id="support"),
         b"this is not an event",
     ]
+    # A caller missed on sales who calls again and is answered: a repeat call, recovered.
+    for record in events:
+        if isinstance(record, dict) and record["event_id"] in ("calm-7-q", "calm-8-q"):
+            record["caller"] = "+44 20 7946 0007"
     return events
 
 
