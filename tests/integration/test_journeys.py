@@ -260,3 +260,99 @@ async def test_a_relay_cut_between_journey_and_queue_counts_once(journeys: Journ
 def test_masked_keeps_the_last_four_digits() -> None:
     assert masked("442079460001") == "********0001"
     assert masked("123") == "123"
+
+
+# --- A simulated day against the simulator's own record --------------------------------
+
+
+def reference(events: list[dict[str, Any]], now_ms: int) -> dict[str, dict[str, Any]]:
+    """What each caller did, read from the simulator's events (legs with a caller only:
+    a transfer in carries none), and the journey figures of contract §2 at ``now_ms``."""
+    bucket = 30 * 60_000
+    oldest, newest = (now_ms - round(DAY * 1000)) // bucket, now_ms // bucket
+
+    def in_window(ts: int) -> bool:
+        return oldest <= ts // bucket <= newest
+
+    day_ms = round(DAY * 1000)
+    waiting: dict[tuple[str, str], tuple[str | None, int]] = {}
+    last_call: dict[str, int] = {}
+    misses: dict[tuple[str, str], int] = {}
+    figures: dict[str, dict[str, int]] = {}
+
+    def of(queue: str) -> dict[str, int]:
+        return figures.setdefault(queue, dict.fromkeys(
+            ("offered_with_caller", "repeat_calls", "missed", "recovered", "recovery_ms",
+             "lost"), 0))
+
+    def ms(event: dict[str, Any]) -> int:
+        from datetime import datetime
+        return round(datetime.fromisoformat(event["ts"]).timestamp() * 1000)
+
+    for event in events:
+        kind, ts = event["type"], ms(event)
+        if not kind.startswith("call."):
+            continue
+        leg = (event["call_id"], event["queue_id"])
+        if kind == "call.queued":
+            caller = event["caller"].lstrip("+")
+            waiting[leg] = (caller, ts)
+            if in_window(ts):
+                of(leg[1])["offered_with_caller"] += 1
+                of(leg[1])["repeat_calls"] += (caller in last_call
+                                               and ts - last_call[caller] <= day_ms)
+            last_call[caller] = ts
+        elif kind == "call.transferred":
+            waiting.pop(leg, None)
+            waiting[(event["call_id"], event["to_queue_id"])] = (None, ts)
+        elif kind in ("call.answered", "call.abandoned", "call.ended",
+                      "call.callback_accepted") and leg in waiting:
+            caller, queued_at = waiting.pop(leg)
+            if caller is None:
+                continue
+            if kind == "call.answered":
+                for (c, q), m in list(misses.items()):
+                    if c == caller and m <= ts and ts - m < day_ms:
+                        del misses[(c, q)]
+                        if in_window(ts):
+                            of(q)["recovered"] += 1
+                            of(q)["recovery_ms"] += ts - m
+            elif kind != "call.callback_accepted" and ts - queued_at >= 5000:
+                misses[(caller, leg[1])] = ts
+    for (_, q), m in misses.items():
+        if m + day_ms <= now_ms:
+            of(q)["lost"] += in_window(m + day_ms)
+        else:
+            of(q)["missed"] += 1
+    return figures
+
+
+async def test_a_simulated_day_with_repeat_callers_matches_the_simulators_record(
+        journeys: Journeys) -> None:
+    from datetime import UTC, datetime
+
+    from stream.simulate import AgentConfig, QueueConfig, SimulationConfig, generate
+
+    config = SimulationConfig(
+        queues=(QueueConfig("sales", 1 / 50, 150), QueueConfig("support", 1 / 70, 200)),
+        agents=tuple(AgentConfig(f"ag{i}", ("sales", "support")) for i in range(6)),
+        seed=11, duration_seconds=DAY, patience_seconds=120, repeat_fraction=0.6,
+        repeat_delay_seconds=1200, transfer_fraction=0.05, overflow_fraction=0.1,
+        overflow_after_seconds=90, callback_fraction=0.05, callback_after_seconds=100)
+    start = datetime.fromtimestamp(T0 / 1000, UTC)
+    events = list(generate(config, start))
+    for i in range(0, len(events), 1500):
+        await journeys.apply(*events[i:i + 1500])
+    for at in (DAY, DAY + 6 * HOUR, 2 * DAY + HOUR):  # the day, and after: lost
+        now_ms = T0 + round(at * 1000)
+        await journeys.keep(now_ms)
+        expected = reference(events, now_ms)
+        assert sum(f["lost"] + f["missed"] + f["recovered"] for f in expected.values()) > 100
+        for queue, want in expected.items():
+            shown = await journeys.figures(queue, at)
+            got = {k: shown[k] for k in ("offered_with_caller", "repeat_calls", "missed",
+                                         "recovered", "lost")}
+            assert got == {k: want[k] for k in got}, (queue, at)
+            if want["recovered"]:
+                mean = want["recovery_ms"] / want["recovered"] / 1000
+                assert shown["recovery_seconds"] == pytest.approx(mean)

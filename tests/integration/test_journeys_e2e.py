@@ -156,14 +156,17 @@ async def test_missed_callers_show_their_numbers_behind_the_token(
 # --- kill -9 and a Redis crash change nothing -------------------------------------------
 
 
+Timeline = list[tuple[int, str, str, str]]  # ts, what, caller, queue
+
+
 def repeat_caller_stream(calls: int, seed: int, start_ms: int
-                         ) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+                         ) -> tuple[list[dict[str, Any]], Timeline]:
     """Calls from a small pool of callers (so many call again), each caller always on the
-    same queue (one partition: Kafka keeps their order), and the journey figures they
-    must give, from a plain model of contract §2."""
+    same queue (one partition: Kafka keeps their order), and what each did, for
+    :func:`model`."""
     rng = random.Random(seed)
     events: list[dict[str, Any]] = []
-    timeline: list[tuple[int, str, str, str]] = []  # ts, what, caller, queue
+    timeline: Timeline = []
     for i in range(calls):
         caller = f"49301{rng.randint(0, 119):04d}"
         queue = f"q{int(caller) % 4}"
@@ -178,11 +181,26 @@ def repeat_caller_stream(calls: int, seed: int, start_ms: int
             events.append(abandoned(call, queue, t + wait))
             timeline.append((t + wait, "abandoned" if wait >= FIVE_S else "short", caller,
                              queue))
-    return events, model(timeline)
+    return events, timeline
 
 
-def model(timeline: list[tuple[int, str, str, str]]) -> dict[str, dict[str, Any]]:
-    """Journey figures of an in-order timeline that spans less than a day."""
+def cross_queue_stream(callers: int, start_ms: int) -> tuple[list[dict[str, Any]], Timeline]:
+    """Callers missed on `east` who call `west` an hour later and are answered there."""
+    events: list[dict[str, Any]] = []
+    timeline: Timeline = []
+    for i in range(callers):
+        caller, t = f"4420{i:06d}", start_ms + i * 1000
+        events += [queued(f"x{i}", "east", t, caller), abandoned(f"x{i}", "east", t + 30_000),
+                   queued(f"y{i}", "west", t + HOUR_MS, caller),
+                   answered(f"y{i}", "west", t + HOUR_MS + 5_000)]
+        timeline += [(t, "queued", caller, "east"), (t + 30_000, "abandoned", caller, "east"),
+                     (t + HOUR_MS, "queued", caller, "west"),
+                     (t + HOUR_MS + 5_000, "answered", caller, "west")]
+    return events, timeline
+
+
+def model(timeline: Timeline) -> dict[str, dict[str, Any]]:
+    """Journey figures (contract §2) of an in-order timeline that spans less than a day."""
     figures: dict[str, dict[str, Any]] = {}
     called: set[str] = set()
     open_misses: dict[tuple[str, str], int] = {}
@@ -206,7 +224,7 @@ def model(timeline: list[tuple[int, str, str, str]]) -> dict[str, dict[str, Any]
     return figures
 
 
-async def _all_journeys_match(url: str, expected: dict[str, dict[str, Any]]) -> bool:
+async def all_journeys_match(url: str, expected: dict[str, dict[str, Any]]) -> bool:
     for queue, want in expected.items():
         shown = journeys_of(await queue_figures(url, queue))
         if shown is None:
@@ -235,8 +253,9 @@ async def test_kill_9_and_a_redis_crash_under_load_change_no_journey(
     redis = start_redis()
     settings = unique_settings(broker.bootstrap, redis_url=f"redis://127.0.0.1:{port}/0",
                                kafka_batch_max=200)
-    events, expected = repeat_caller_stream(3000, seed=3,
+    events, timeline = repeat_caller_stream(3000, seed=3,
                                             start_ms=int(time.time() * 1000) - 3 * HOUR_MS)
+    expected = model(timeline)
     try:
         processor = await ProcessorProcess(settings).start()
         producing = asyncio.create_task(produce(settings, events))
@@ -250,7 +269,7 @@ async def test_kill_9_and_a_redis_crash_under_load_change_no_journey(
         redis = start_redis()
         await producing
         try:
-            await wait_until(lambda: _all_journeys_match(restarted.url, expected), timeout=90)
+            await wait_until(lambda: all_journeys_match(restarted.url, expected), timeout=90)
         finally:
             assert restarted.terminate() == 0
     finally:
