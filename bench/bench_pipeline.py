@@ -1,6 +1,7 @@
 """Benchmark the core pipeline against tansu and a local Redis (run by hand, not in CI).
 
     .venv/bin/python bench/bench_pipeline.py throughput [--calls 100000 --queues 50]
+        [--journeys]  (caller journeys on, as `callstream run` has them)
     .venv/bin/python bench/bench_pipeline.py latency [--rate 5000 --seconds 20]
     .venv/bin/python bench/bench_pipeline.py rss [--events 1000000]
 
@@ -17,6 +18,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing
+import os
 import random
 import statistics
 import subprocess
@@ -32,14 +34,16 @@ from harness import ProcessorProcess, http_text, unique_settings
 from stream.broker import EmbeddedBroker
 from stream.config import Policy, Settings
 from stream.consume import Consumer, Health
+from stream.journeys import JourneyHandler
 from stream.kafka_io import all_topics, ensure_topics, make_producer
 from stream.metrics import build_registry
 from stream.snapshots import bucket_windows, iso
+from stream.state.journeys import JourneyStore
 from stream.state.keys import KeySpace
 from stream.state.store import StateStore
 from stream.web.hub import SnapshotHub
 
-REDIS_URL = "redis://127.0.0.1:6379/14"
+REDIS_URL = os.environ.get("CALLSTREAM_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 
 
 def events_for(calls: int, queues: int, seed: int = 1) -> list[tuple[bytes, bytes]]:
@@ -125,11 +129,14 @@ class TimedConsumer(Consumer):
         super()._count(batch, queue_results, agent_results)
 
 
-async def run_consumer(settings: Settings, until: int) -> TimedConsumer:
+async def run_consumer(settings: Settings, until: int, journeys: bool = False
+                       ) -> TimedConsumer:
     store = await StateStore.connect(settings.redis_url, bucket_windows(settings.window_seconds),
-                                     KeySpace(settings.redis_prefix))
+                                     KeySpace(settings.redis_prefix), caller_facts=journeys)
     _, metrics = build_registry(SnapshotHub())
     consumer = TimedConsumer(settings, Policy(), store, metrics, Health())
+    if journeys:
+        consumer.checkpoint.handlers.append(JourneyHandler(JourneyStore(store), Policy()))
     stop = asyncio.Event()
 
     async def watch() -> None:
@@ -150,9 +157,10 @@ async def throughput(args: argparse.Namespace) -> None:
         await produce_all(settings, events)
         drain = bare_drain(settings, len(events))
         drain_rate = await drain
-        consumer = await run_consumer(settings, len(events))
+        consumer = await run_consumer(settings, len(events), args.journeys)
     rate = len(events) / (consumer.last - consumer.first)
-    print(f"events: {len(events)} ({args.calls} calls, {args.queues} queues, 8 partitions)")
+    print(f"events: {len(events)} ({args.calls} calls, {args.queues} queues, 8 partitions, "
+          f"journeys {'on' if args.journeys else 'off'})")
     print(f"bare aiokafka drain: {drain_rate:,.0f} events/s")
     print(f"callstream applied:  {rate:,.0f} events/s "
           f"({rate / drain_rate:.1%} of the bare drain)")
@@ -232,6 +240,7 @@ def main() -> None:
     t = sub.add_parser("throughput")
     t.add_argument("--calls", type=int, default=100_000)
     t.add_argument("--queues", type=int, default=50)
+    t.add_argument("--journeys", action="store_true")
     lat = sub.add_parser("latency")
     lat.add_argument("--rate", type=int, default=5000)
     lat.add_argument("--seconds", type=int, default=20)
