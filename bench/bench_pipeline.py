@@ -118,15 +118,15 @@ class TimedConsumer(Consumer):
         self.fetch_latencies.extend(now_ms - r.timestamp for r in records)
         return await super()._prepare(records)
 
-    def _count(self, batch: Any, queue_results: Any, agent_results: Any) -> None:
+    async def _apply(self, batch: Any, stop: asyncio.Event) -> None:
+        await super()._apply(batch, stop)  # applied in Redis, then committed to Kafka
         now = time.perf_counter()
         if not self.first:
             self.first = now
         self.last = now
         self.applied += batch.size
         wall_ms = time.time() * 1000
-        self.latencies.extend(wall_ms - ts for _type, _shard, _index, ts in batch.applied_refs)
-        super()._count(batch, queue_results, agent_results)
+        self.latencies.extend(wall_ms - m.event.ts for m in batch.state.messages)
 
 
 async def run_consumer(settings: Settings, until: int, journeys: bool = False

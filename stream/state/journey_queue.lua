@@ -2,7 +2,7 @@
 -- the snapshot reads a queue's journey figures from its own slot, cheaply.
 --
 -- KEYS[1]  the queue's key prefix, e.g. "cs:{q:sales}"
--- ARGV[1]  JSON config: {bucket_ms}
+-- ARGV[1]  JSON config: {bucket_ms, day_ms}
 -- ARGV[2]  JSON list of [caller, queue_id, token, kind, ts, at, recovery_ms]
 --          (apply_journey.lua's answers, with their caller first)
 --
@@ -12,12 +12,16 @@
 --   m     the caller joins :missed, unless :jdone says this miss is resolved already
 --   R, L  resolve the caller's miss at ts: counted unless :jdone holds ts or later, so
 --         a resolution that comes before its miss, or twice, counts once
+-- A caller is in one state per queue (contract §2): a new miss, or the resolution of a
+-- later miss (misses applied after the answer that recovers them), less than a day after
+-- the caller's last resolution here takes that resolution back out of its bucket.
 --
 -- Keys below the prefix:
 --   :missed  zset caller -> ts of the last miss not yet recovered or lost (the callers a
 --            supervisor may call back by hand; numbers kept at most 24 h plus a sweep)
 --   :jdone   zset caller -> ts of the last miss resolved (recovered or lost); kept until
 --            the miss is a day and an hour old
+--   :jres    hash caller -> "kind|at|recovery_ms" of that resolution (pruned with :jdone)
 --   :jmark   set of the tokens of facts counted here while they are in :facts
 --   :jw      hash "<bucket>:<figure>" -> count, bucket = floor(ts / bucket_ms); figures:
 --            c offered calls with a caller, r repeat calls, R recovered, Rms summed time
@@ -27,11 +31,12 @@
 local prefix = KEYS[1]
 local cfg = cjson.decode(ARGV[1])
 local rows = cjson.decode(ARGV[2])
-local missed_key, done_key = prefix .. ':missed', prefix .. ':jdone'
+local missed_key, done_key, res_key = prefix .. ':missed', prefix .. ':jdone', prefix .. ':jres'
 
 local counts, marks, done = {}, {}, {}
 local missed = {}   -- caller -> ts of the open miss (NONE: none)
 local changed = {}  -- callers whose :missed entry changes
+local res = {}      -- caller -> their :jres entry as changed (false: deleted)
 local lost = 0
 local NONE = -math.huge
 
@@ -58,6 +63,20 @@ local function open_miss(caller)
   return ts
 end
 
+-- The caller's last resolution here leaves the recovered or lost of the last day.
+local function take_back(caller, ts)
+  local last = res[caller]
+  if last == nil then last = redis.call('HGET', res_key, caller) end
+  if not last then return end
+  local kind, at, recovery = string.match(last, '^(%a)|(%-?%d+)|(%d+)$')
+  at = tonumber(at)
+  if at > ts - cfg.day_ms then
+    add(at, kind, -1)
+    if kind == 'R' then add(at, 'Rms', -tonumber(recovery)) end
+  end
+  res[caller] = false
+end
+
 for _, e in ipairs(rows) do
   local caller, token, kind, ts, at, recovery = e[1], e[3], e[4], e[5], e[6], e[7]
   if kind == 'c' or kind == 'r' then
@@ -69,15 +88,18 @@ for _, e in ipairs(rows) do
     end
   elseif kind == 'm' then
     if resolved(caller) < ts and open_miss(caller) < ts then
+      if open_miss(caller) == NONE then take_back(caller, ts) end
       missed[caller] = ts
       changed[caller] = true
     end
   elseif resolved(caller) < ts then
+    take_back(caller, ts)  -- a later miss of the caller resolved: it replaces the last
     done[caller] = ts
     if open_miss(caller) <= ts then
       missed[caller] = NONE
       changed[caller] = true
     end
+    res[caller] = kind .. '|' .. int(at) .. '|' .. int(math.max(0, recovery))
     if kind == 'R' then
       add(at, 'R', 1)
       add(at, 'Rms', math.max(0, recovery))
@@ -98,6 +120,13 @@ for caller in pairs(changed) do
 end
 for caller, ts in pairs(done) do
   if ts ~= NONE then redis.call('ZADD', done_key, int(ts), caller) end
+end
+for caller, entry in pairs(res) do
+  if entry then
+    redis.call('HSET', res_key, caller, entry)
+  else
+    redis.call('HDEL', res_key, caller)
+  end
 end
 for field, amount in pairs(counts) do redis.call('HINCRBY', prefix .. ':jw', field, amount) end
 if lost > 0 then redis.call('HINCRBY', prefix .. ':jtotal', 'lost', lost) end

@@ -79,7 +79,7 @@ class JourneyStore:
             for decision in json.loads(reply):
                 by_queue.setdefault(decision[0], []).append([caller, *decision])
         if by_queue:
-            queue_config = json.dumps({"bucket_ms": BUCKET_MS})
+            queue_config = json.dumps({"bucket_ms": BUCKET_MS, "day_ms": DAY_MS})
             await self.store._scripts([
                 ("journey_queue", self.keys.queue(q), queue_config, json.dumps(rows))
                 for q, rows in by_queue.items()])

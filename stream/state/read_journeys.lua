@@ -32,8 +32,12 @@ out.due = redis.call('ZRANGEBYSCORE', prefix .. ':missed', '-inf',
 
 if cfg.prune then
   if #stale > 0 then redis.call('HDEL', prefix .. ':jw', unpack(stale)) end
-  redis.call('ZREMRANGEBYSCORE', prefix .. ':jdone', '-inf',
-             string.format('%.0f', edge - 3600000))
+  local past = string.format('%.0f', edge - 3600000)
+  local gone = redis.call('ZRANGEBYSCORE', prefix .. ':jdone', '-inf', past)
+  for i = 1, #gone, 1000 do
+    redis.call('HDEL', prefix .. ':jres', unpack(gone, i, math.min(i + 999, #gone)))
+  end
+  redis.call('ZREMRANGEBYSCORE', prefix .. ':jdone', '-inf', past)
   for _, token in ipairs(redis.call('SMEMBERS', prefix .. ':jmark')) do
     if redis.call('HEXISTS', prefix .. ':facts', token) == 0 then
       redis.call('SREM', prefix .. ':jmark', token)

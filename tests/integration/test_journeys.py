@@ -167,6 +167,29 @@ async def test_abandon_twice_never_answered_is_lost_after_a_day(journeys: Journe
     assert states(await journeys.figures("sales", later + 30)) == (0, 0, 1)
 
 
+async def test_a_caller_is_in_one_state_per_queue(journeys: Journeys) -> None:
+    await journeys.apply(queued("c1", 0), abandoned("c1", 30))
+    await journeys.apply(queued("c2", 600), answered("c2", 630))
+    assert states(await journeys.figures("sales", 700)) == (0, 1, 0)
+    # Missed again: no longer counted as recovered.
+    await journeys.apply(queued("c3", 900), abandoned("c3", 960))
+    figures = await journeys.figures("sales", 1000)
+    assert states(figures) == (1, 0, 0) and figures["recovery_seconds"] is None
+    await journeys.leftovers()  # a relay again changes nothing
+    assert states(await journeys.figures("sales", 1000)) == (1, 0, 0)
+    await journeys.apply(queued("c4", 3000, queue="support"),
+                         answered("c4", 3060, queue="support"))
+    figures = await journeys.figures("sales", 3100)
+    assert states(figures) == (0, 1, 0) and figures["recovery_seconds"] == 2100
+    # Lost, then missed again within the day: missed, and still lost once in the total.
+    await journeys.apply(queued("c5", 4000), abandoned("c5", 4100))
+    await journeys.keep(T0 + round((DAY + 4100) * 1000))
+    assert states(await journeys.figures("sales", DAY + 4100)) == (0, 0, 1)
+    await journeys.apply(queued("c6", DAY + 5000), abandoned("c6", DAY + 5100))
+    figures = await journeys.figures("sales", DAY + 5200)
+    assert states(figures) == (1, 0, 0) and figures["lost_total"] == 1
+
+
 async def test_short_abandon_is_not_missed(journeys: Journeys) -> None:
     await journeys.apply(queued("c1", 0), abandoned("c1", 4.999))
     assert states(await journeys.figures("sales", 10)) == (0, 0, 0)
@@ -273,6 +296,7 @@ def reference(events: list[dict[str, Any]], now_ms: int) -> dict[str, dict[str, 
     waiting: dict[tuple[str, str], tuple[str | None, int]] = {}
     last_call: dict[str, int] = {}
     misses: dict[tuple[str, str], int] = {}
+    resolved: dict[tuple[str, str], tuple[int, int]] = {}  # -> (recovered at, recovery ms)
     figures: dict[str, dict[str, int]] = {}
 
     def of(queue: str) -> dict[str, int]:
@@ -309,11 +333,17 @@ def reference(events: list[dict[str, Any]], now_ms: int) -> dict[str, dict[str, 
                 for (c, q), m in list(misses.items()):
                     if c == caller and m <= ts and ts - m < day_ms:
                         del misses[(c, q)]
-                        if in_window(ts):
-                            of(q)["recovered"] += 1
-                            of(q)["recovery_ms"] += ts - m
+                        resolved[(c, q)] = (ts, ts - m)
             elif kind != "call.callback_accepted" and ts - queued_at >= 5000:
-                misses[(caller, leg[1])] = ts
+                key = (caller, leg[1])
+                # Missed again within a day of a recovery: one state per caller and queue.
+                if key not in misses and key in resolved and resolved[key][0] > ts - day_ms:
+                    del resolved[key]
+                misses[key] = ts
+    for (_, q), (at, recovery) in resolved.items():
+        if in_window(at):
+            of(q)["recovered"] += 1
+            of(q)["recovery_ms"] += recovery
     for (_, q), m in misses.items():
         if m + day_ms <= now_ms:
             of(q)["lost"] += in_window(m + day_ms)

@@ -161,14 +161,15 @@ Timeline = list[tuple[int, str, str, str]]  # ts, what, caller, queue
 
 def repeat_caller_stream(calls: int, seed: int, start_ms: int
                          ) -> tuple[list[dict[str, Any]], Timeline]:
-    """Calls from a small pool of callers (so many call again), each caller always on the
-    same queue (one partition: Kafka keeps their order), and what each did, for
-    :func:`model`."""
+    """Calls from a small pool of callers (so every caller calls again), each caller always
+    on the same queue (one partition: Kafka keeps their order) and never on two calls at
+    once (so the order of their events is that of their times, however batches fall),
+    and what each did, for :func:`model`."""
     rng = random.Random(seed)
     events: list[dict[str, Any]] = []
     timeline: Timeline = []
     for i in range(calls):
-        caller = f"49301{rng.randint(0, 119):04d}"
+        caller = f"49301{i % 120:04d}"  # every 240 s, each call over within 60 s
         queue = f"q{int(caller) % 4}"
         call, t = f"j{seed}-{i}", start_ms + i * 2_000
         wait = rng.randint(1, 60) * 1000
@@ -204,6 +205,7 @@ def model(timeline: Timeline) -> dict[str, dict[str, Any]]:
     figures: dict[str, dict[str, Any]] = {}
     called: set[str] = set()
     open_misses: dict[tuple[str, str], int] = {}
+    resolved: dict[tuple[str, str], int] = {}  # the recovery time of the last recovery
     for ts, what, caller, queue in sorted(timeline, key=lambda e: e[0]):
         f = figures.setdefault(queue, {"offered_with_caller": 0, "repeat_calls": 0,
                                        "recovered": 0, "recovery_ms": 0})
@@ -212,13 +214,17 @@ def model(timeline: Timeline) -> dict[str, dict[str, Any]]:
             f["repeat_calls"] += caller in called
             called.add(caller)
         elif what == "abandoned":
+            # One state per caller and queue: missed again, no longer recovered.
+            resolved.pop((caller, queue), None)
             open_misses[(caller, queue)] = ts
         elif what == "answered":
             for (c, q), m in list(open_misses.items()):
                 if c == caller:
-                    figures[q]["recovered"] += 1
-                    figures[q]["recovery_ms"] += ts - m
+                    resolved[(c, q)] = ts - m
                     del open_misses[(c, q)]
+    for (_, q), recovery in resolved.items():
+        figures[q]["recovered"] += 1
+        figures[q]["recovery_ms"] += recovery
     for queue, f in figures.items():
         f["missed"] = sum(1 for (_, q) in open_misses if q == queue)
     return figures
