@@ -1,12 +1,14 @@
--- Take caller facts into one caller's 24 h journey, atomically (contract §2 journeys).
+-- Take caller facts into callers' 24 h journeys, atomically (contract §2 journeys).
 --
--- KEYS[1]  the caller's key prefix, e.g. "cs:{c:4915112345678}" (one hash tag: one slot)
+-- KEYS     the callers' key prefixes, e.g. "cs:{c:4915112345678}" (one hash tag per
+--          caller; on a Cluster, the callers of one call share a slot)
 -- ARGV[1]  JSON config: {now, day_ms, keep_ms}
--- ARGV[2]  JSON ops, in the order their facts were applied:
+-- ARGV[2]  JSON list, one per key, of its caller's ops in the order to take them:
 --          [[op, token, queue_id, ts_ms, wait_ms|null, short_ms], ...]
 --          op: Q queued, A answered (or a callback that reached the caller), B abandoned,
 --          X the miss at ts_ms on queue_id may be lost (no token; now ≥ ts + day)
--- Returns the JSON list of what the queues' keys must record (journey_queue.lua):
+-- Returns a JSON list, one per key, of what the queues' keys must record
+-- (journey_queue.lua):
 --   [queue_id, token, kind, ts, at, recovery_ms]  kind: c an offered call with a caller
 --   (r: and a repeat call), m a missed caller (miss at ts), R recovered (the miss at ts,
 --   answered at `at`), L lost (the miss at ts, lost at `at`)
@@ -18,108 +20,122 @@
 --       of leftovers) answers the same decisions and changes nothing here
 -- The key expires keep_ms after its last write; marks older than keep_ms are dropped.
 
-local key = KEYS[1] .. ':j'
 local cfg = cjson.decode(ARGV[1])
-local ops = cjson.decode(ARGV[2])
+local batches = cjson.decode(ARGV[2])
 local day = cfg.day_ms
+local writes = {}
 
-local exists = redis.call('EXISTS', key) == 1
-local j = {}
-local flat = redis.call('HGETALL', key)
-for i = 1, #flat, 2 do j[flat[i]] = flat[i + 1] end
-local set, del = {}, {}
-local out = {}
-local newest = 0
-
-local function put(field, value) j[field] = value; set[field] = value; del[field] = nil end
-local function drop(field) j[field] = nil; del[field] = true; set[field] = nil end
-local function num(field) local v = j[field]; return v and tonumber(v) end
 local function int(x) return string.format('%.0f', x) end
 
--- The decisions a fact made, from its stored mark (first time or again).
-local function replay(queue, token, ts, decision)
-  local kind = string.sub(decision, 1, 1)
-  if kind == 'c' or kind == 'r' or kind == 'm' then
-    out[#out + 1] = {queue, token, kind, ts, ts, 0}
-  elseif kind == 'R' then  -- a miss answered before it was applied: recovered at once
-    local at = tonumber(string.sub(decision, 2))
-    out[#out + 1] = {queue, token, 'R', ts, at, at - ts}
-  elseif kind == 'A' then  -- an answer: the misses it recovered, ";queue=miss_ts" each
-    for q, m in string.gmatch(decision, ';([^=;]+)=(%-?%d+)') do
-      m = tonumber(m)
-      out[#out + 1] = {q, '', 'R', m, ts, ts - m}
-    end
-  end
-end
+-- One caller's journey: its decisions; its writes are queued in `writes`.
+local function journey(key, ops)
+  local exists = redis.call('EXISTS', key) == 1
+  local j = {}
+  local flat = redis.call('HGETALL', key)
+  for i = 1, #flat, 2 do j[flat[i]] = flat[i + 1] end
+  local set, del = {}, {}
+  local out = {}
+  local newest = 0
 
-local function decide(op, queue, ts, wait, short_ms)
-  if op == 'Q' then
-    local last = num('q')
-    if last == nil or ts > last then put('q', int(ts)) end
-    if last ~= nil and math.abs(ts - last) <= day then return 'r' end
-    return 'c'
-  end
-  if op == 'A' then
-    local last = num('a')
-    if last == nil or ts > last then put('a', int(ts)) end
-    local recovered = {'A'}
-    for field, value in pairs(j) do
-      local q = string.match(field, '^m:(.*)$')
-      local m = tonumber(value)
-      if q and m <= ts and ts - m < day then
-        drop(field)
-        recovered[#recovered + 1] = ';' .. q .. '=' .. int(m)
+  local function put(field, value) j[field] = value; set[field] = value; del[field] = nil end
+  local function drop(field) j[field] = nil; del[field] = true; set[field] = nil end
+  local function num(field) local v = j[field]; return v and tonumber(v) end
+
+  -- The decisions a fact made, from its stored mark (first time or again).
+  local function replay(queue, token, ts, decision)
+    local kind = string.sub(decision, 1, 1)
+    if kind == 'c' or kind == 'r' or kind == 'm' then
+      out[#out + 1] = {queue, token, kind, ts, ts, 0}
+    elseif kind == 'R' then  -- a miss answered before it was applied: recovered at once
+      local at = tonumber(string.sub(decision, 2))
+      out[#out + 1] = {queue, token, 'R', ts, at, at - ts}
+    elseif kind == 'A' then  -- an answer: the misses it recovered, ";queue=miss_ts" each
+      for q, m in string.gmatch(decision, ';([^=;]+)=(%-?%d+)') do
+        m = tonumber(m)
+        out[#out + 1] = {q, '', 'R', m, ts, ts - m}
       end
     end
-    return table.concat(recovered)
   end
-  -- B: an abandon; a short one is no miss, an orphan's (no wait) never short
-  if wait ~= nil and wait < short_ms then return 's' end
-  local answered = num('a')
-  if answered ~= nil and answered >= ts and answered - ts < day then
-    return 'R' .. int(answered)
-  end
-  local open = num('m:' .. queue)
-  if open == nil or ts > open then put('m:' .. queue, int(ts)) end
-  return 'm'
-end
 
-for _, e in ipairs(ops) do
-  local op, token, queue, ts, wait, short_ms = e[1], e[2], e[3], e[4], e[5], e[6]
-  if wait == cjson.null then wait = nil end
-  if ts > newest then newest = ts end
-  if op == 'X' then
+  local function decide(op, queue, ts, wait, short_ms)
+    if op == 'Q' then
+      local last = num('q')
+      if last == nil or ts > last then put('q', int(ts)) end
+      if last ~= nil and math.abs(ts - last) <= day then return 'r' end
+      return 'c'
+    end
+    if op == 'A' then
+      local last = num('a')
+      if last == nil or ts > last then put('a', int(ts)) end
+      local recovered = {'A'}
+      for field, value in pairs(j) do
+        local q = string.match(field, '^m:(.*)$')
+        local m = tonumber(value)
+        if q and m <= ts and ts - m < day then
+          drop(field)
+          recovered[#recovered + 1] = ';' .. q .. '=' .. int(m)
+        end
+      end
+      return table.concat(recovered)
+    end
+    -- B: an abandon; a short one is no miss, an orphan's (no wait) never short
+    if wait ~= nil and wait < short_ms then return 's' end
+    local answered = num('a')
+    if answered ~= nil and answered >= ts and answered - ts < day then
+      return 'R' .. int(answered)
+    end
     local open = num('m:' .. queue)
-    if (open == ts or not exists) and cfg.now - ts >= day then
-      if open then drop('m:' .. queue) end
-      out[#out + 1] = {queue, '', 'L', ts, ts + day, 0}
-    end
-  else
-    local mark = 't:' .. string.sub(redis.sha1hex(token), 1, 8)
-    local seen = j[mark]
-    if seen then
-      replay(queue, token, ts, string.match(seen, '^%-?%d+|(.*)$'))
+    if open == nil or ts > open then put('m:' .. queue, int(ts)) end
+    return 'm'
+  end
+
+  for _, e in ipairs(ops) do
+    local op, token, queue, ts, wait, short_ms = e[1], e[2], e[3], e[4], e[5], e[6]
+    if wait == cjson.null then wait = nil end
+    if ts > newest then newest = ts end
+    if op == 'X' then
+      local open = num('m:' .. queue)
+      if (open == ts or not exists) and cfg.now - ts >= day then
+        if open then drop('m:' .. queue) end
+        out[#out + 1] = {queue, '', 'L', ts, ts + day, 0}
+      end
     else
-      local decision = decide(op, queue, ts, wait, short_ms)
-      put(mark, int(ts) .. '|' .. decision)
-      replay(queue, token, ts, decision)
+      local mark = 't:' .. string.sub(redis.sha1hex(token), 1, 8)
+      local seen = j[mark]
+      if seen then
+        replay(queue, token, ts, string.match(seen, '^%-?%d+|(.*)$'))
+      else
+        local decision = decide(op, queue, ts, wait, short_ms)
+        put(mark, int(ts) .. '|' .. decision)
+        replay(queue, token, ts, decision)
+      end
     end
   end
-end
 
--- Marks past the horizon can no longer come again.
-for field, value in pairs(j) do
-  if string.sub(field, 1, 2) == 't:' and tonumber(string.match(value, '^(%-?%d+)|'))
-      < newest - cfg.keep_ms then
-    drop(field)
+  -- Marks past the horizon can no longer come again.
+  for field, value in pairs(j) do
+    if string.sub(field, 1, 2) == 't:' and tonumber(string.match(value, '^(%-?%d+)|'))
+        < newest - cfg.keep_ms then
+      drop(field)
+    end
   end
+
+  writes[#writes + 1] = {key, set, del}
+  return out
 end
 
-local args = {}
-for field, value in pairs(set) do args[#args + 1] = field; args[#args + 1] = value end
-if #args > 0 then redis.call('HSET', key, unpack(args)) end
-local gone = {}
-for field in pairs(del) do gone[#gone + 1] = field end
-if #gone > 0 then redis.call('HDEL', key, unpack(gone)) end
-if #args > 0 or #gone > 0 then redis.call('PEXPIRE', key, cfg.keep_ms) end
-return cjson.encode(out)
+local answers = {}
+for i, prefix in ipairs(KEYS) do answers[i] = journey(prefix .. ':j', batches[i]) end
+
+-- Written only once every caller's ops are worked out.
+for _, w in ipairs(writes) do
+  local key, set, del = w[1], w[2], w[3]
+  local args = {}
+  for field, value in pairs(set) do args[#args + 1] = field; args[#args + 1] = value end
+  if #args > 0 then redis.call('HSET', key, unpack(args)) end
+  local gone = {}
+  for field in pairs(del) do gone[#gone + 1] = field end
+  if #gone > 0 then redis.call('HDEL', key, unpack(gone)) end
+  if #args > 0 or #gone > 0 then redis.call('PEXPIRE', key, cfg.keep_ms) end
+end
+return cjson.encode(answers)

@@ -14,6 +14,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, cast
 
+from redis.crc import key_slot
+
 from .store import StateStore
 
 DAY_MS = 24 * 3600 * 1000
@@ -22,6 +24,8 @@ DAY_MS = 24 * 3600 * 1000
 KEEP_MS = DAY_MS + 2 * 3600 * 1000
 #: The per-queue counts of the last day sit in buckets this long (at most 1/30 of it).
 BUCKET_MS = 30 * 60 * 1000
+#: Callers per journey script call on one Redis.
+CALLERS_PER_CALL = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,19 +74,31 @@ class JourneyStore:
             by_caller.setdefault(op.caller, []).append(
                 [op.op, op.token, op.queue_id, op.ts_ms, op.wait_ms, op.short_ms])
         config = json.dumps({"now": now_ms, "day_ms": DAY_MS, "keep_ms": KEEP_MS})
-        callers = list(by_caller)
+        groups = self._groups(list(by_caller))
         replies = await self.store._scripts([
-            ("apply_journey", self.keys.caller(c), config, json.dumps(by_caller[c]))
-            for c in callers])
+            ("apply_journey", tuple(self.keys.caller(c) for c in group), config,
+             json.dumps([by_caller[c] for c in group])) for group in groups])
         by_queue: dict[str, list[list[Any]]] = {}
-        for caller, reply in zip(callers, replies, strict=True):
-            for decision in json.loads(reply):
-                by_queue.setdefault(decision[0], []).append([caller, *decision])
+        for group, reply in zip(groups, replies, strict=True):
+            for caller, decisions in zip(group, json.loads(reply), strict=True):
+                for decision in decisions or ():  # cjson writes an empty list as {}
+                    by_queue.setdefault(decision[0], []).append([caller, *decision])
         if by_queue:
             queue_config = json.dumps({"bucket_ms": BUCKET_MS, "day_ms": DAY_MS})
             await self.store._scripts([
                 ("journey_queue", self.keys.queue(q), queue_config, json.dumps(rows))
                 for q, rows in by_queue.items()])
+
+    def _groups(self, callers: list[str]) -> list[list[str]]:
+        """Callers taken by one script call: many on one Redis (a call costs more than a
+        caller), one slot's on a Cluster."""
+        if not self.store.is_cluster:
+            return [callers[i:i + CALLERS_PER_CALL]
+                    for i in range(0, len(callers), CALLERS_PER_CALL)]
+        by_slot: dict[int, list[str]] = {}
+        for caller in callers:
+            by_slot.setdefault(key_slot(self.keys.caller(caller).encode()), []).append(caller)
+        return list(by_slot.values())
 
     async def read(self, queue_ids: list[str], now_ms: int, prune: bool = False
                    ) -> dict[str, QueueJourneys]:
