@@ -50,7 +50,7 @@ async def declare_lost(state: JourneyStore, queue_ids: list[str], now_ms: int,
                        prune: bool = False) -> None:
     """Hand each miss a day old at ``now_ms`` to its caller's journey, which declares it
     lost unless an answer recovered it; ``prune`` also drops what is past the day."""
-    sums = await state.read(queue_ids, now_ms, prune=prune)
+    sums = await state.read(queue_ids, now_ms, prune=prune, sums=False)
     await state.take([JourneyOp(caller, "X", "", q, ts) for q, s in sums.items()
                       for caller, ts in s.due], now_ms)
 

@@ -100,14 +100,15 @@ class JourneyStore:
             by_slot.setdefault(key_slot(self.keys.caller(caller).encode()), []).append(caller)
         return list(by_slot.values())
 
-    async def read(self, queue_ids: list[str], now_ms: int, prune: bool = False
-                   ) -> dict[str, QueueJourneys]:
-        """Each queue's sums over the day before ``now_ms``, in one round trip; ``prune``
-        also drops what is past the day."""
+    async def read(self, queue_ids: list[str], now_ms: int, prune: bool = False,
+                   sums: bool = True) -> dict[str, QueueJourneys]:
+        """Each queue's sums over the day before ``now_ms`` (left at 0 without ``sums``)
+        and its misses now a day old, in one round trip; ``prune`` also drops what is
+        past the day."""
         if not queue_ids:
             return {}
         config = json.dumps({"now": now_ms, "day_ms": DAY_MS, "bucket_ms": BUCKET_MS,
-                             "prune": prune})
+                             "sums": sums, "prune": prune})
         replies = await self.store._scripts([("read_journeys", self.keys.queue(q), config)
                                              for q in queue_ids])
         return {q: _sums(json.loads(r)) for q, r in zip(queue_ids, replies, strict=True)}

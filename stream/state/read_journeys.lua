@@ -1,7 +1,8 @@
 -- One queue's journey figures over the last day (contract §2), and its upkeep.
 --
 -- KEYS[1]  the queue's key prefix (keys named in journey_queue.lua)
--- ARGV[1]  JSON config: {now, day_ms, bucket_ms, prune (also drop what is past the day)}
+-- ARGV[1]  JSON config: {now, day_ms, bucket_ms, sums (false: only the due misses),
+--                        prune (also drop what is past the day)}
 -- Returns JSON {missed, c, r, R, Rms, L, lost_total, due: [caller, miss_ts, ...]}: sums
 -- of the :jw buckets from the one holding now - day to the one holding now, and the misses now a day old
 -- (each may be lost: the caller's journey decides).
@@ -13,7 +14,8 @@ local newest = math.floor(cfg.now / cfg.bucket_ms)
 local edge = cfg.now - cfg.day_ms
 local out = {c = 0, r = 0, R = 0, Rms = 0, L = 0}
 
-local flat = redis.call('HGETALL', prefix .. ':jw')
+local flat = {}
+if cfg.sums or cfg.prune then flat = redis.call('HGETALL', prefix .. ':jw') end
 local stale = {}
 for i = 1, #flat, 2 do
   local bucket, figure = string.match(flat[i], '^(%-?%d+):(%a+)$')
