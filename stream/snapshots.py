@@ -69,13 +69,13 @@ class SnapshotRefresher:
             for q in queue_ids
         ]
         if self.journeys is not None:
-            await self._add_journeys(queues, now_ms)
+            await self._add_journeys(self.journeys, queues, now_ms)
         return {"ts": iso(now_ms), "ready": self.health.ready, "queues": queues}
 
-    async def _add_journeys(self, queues: list[dict[str, Any]], now_ms: int) -> None:
+    async def _add_journeys(self, journeys: JourneyStore, queues: list[dict[str, Any]],
+                            now_ms: int) -> None:
         """Each queue's caller journey figures (contract §2), under "journeys"."""
-        assert self.journeys is not None
-        sums = await self.journeys.read([q["queue_id"] for q in queues], now_ms)
+        sums = await journeys.read([q["queue_id"] for q in queues], now_ms)
         for queue in queues:
             value = self.policy.for_queue(queue["queue_id"]).lost_caller_value
             queue["journeys"] = journey_figures(sums[queue["queue_id"]], value)
