@@ -92,6 +92,8 @@ for _, e in ipairs(rows) do
       missed[caller] = ts
       changed[caller] = true
     end
+  elseif resolved(caller) < ts and open_miss(caller) > ts then
+    done[caller] = ts  -- an older miss resolved late: the caller is missed again since
   elseif resolved(caller) < ts then
     take_back(caller, ts)  -- a later miss of the caller resolved: it replaces the last
     done[caller] = ts
