@@ -14,8 +14,9 @@
 --   answered at `at`), L lost (the miss at ts, lost at `at`)
 --
 -- The journey is one hash (listpack-small), written once at the end:
---   :j  q last queued ts; a last answer ts; m:<queue_id> the queue's open miss (the
---       caller's last miss there); t:<8 hex of sha1(token)> "<ts>|<decision>": a fact
+--   :j  q last queued ts; a the answers' ts of the last day (comma-separated);
+--       m:<queue_id> the queue's open miss (the caller's last miss there); r:<queue_id>
+--       "miss|answer": its last recovery there (an earlier answer taken late redates it); t:<8 hex of sha1(token)> "<ts>|<decision>": a fact
 --       taken, and what it decided, so that a fact that comes again (a retry, a relay
 --       of leftovers) answers the same decisions and changes nothing here
 -- The key expires keep_ms after its last write; marks older than keep_ms are dropped.
@@ -65,27 +66,54 @@ local function journey(key, ops)
       return 'c'
     end
     if op == 'A' then
-      local last = num('a')
-      if last == nil or ts > last then put('a', int(ts)) end
+      local answers = {ts}
+      for a in string.gmatch(j.a or '', '[^,]+') do
+        a = tonumber(a)
+        if a ~= ts and a > ts - day then answers[#answers + 1] = a end
+      end
+      for i, a in ipairs(answers) do answers[i] = int(a) end
+      put('a', table.concat(answers, ','))
       local recovered = {'A'}
-      for field, value in pairs(j) do
+      local fields = {}
+      for field, value in pairs(j) do fields[#fields + 1] = {field, value} end
+      for _, fv in ipairs(fields) do
+        local field, value = fv[1], fv[2]
         local q = string.match(field, '^m:(.*)$')
         local m = tonumber(value)
         if q and m <= ts and ts - m < day then
           drop(field)
+          put('r:' .. q, int(m) .. '|' .. int(ts))
           recovered[#recovered + 1] = ';' .. q .. '=' .. int(m)
+        end
+        q = string.match(field, '^r:(.*)$')
+        if q then  -- an earlier answer, taken late: it dates the recovery
+          local miss, at = string.match(value, '^(%-?%d+)|(%-?%d+)$')
+          miss, at = tonumber(miss), tonumber(at)
+          if miss <= ts and ts < at and ts - miss < day then
+            put(field, int(miss) .. '|' .. int(ts))
+            recovered[#recovered + 1] = ';' .. q .. '=' .. int(miss)
+          end
         end
       end
       return table.concat(recovered)
     end
     -- B: an abandon; a short one is no miss, an orphan's (no wait) never short
     if wait ~= nil and wait < short_ms then return 's' end
-    local answered = num('a')
-    if answered ~= nil and answered >= ts and answered - ts < day then
-      return 'R' .. int(answered)
+    local first = nil  -- the first answer at or after the miss, within the day
+    for a in string.gmatch(j.a or '', '[^,]+') do
+      a = tonumber(a)
+      if a >= ts and a - ts < day and (first == nil or a < first) then first = a end
+    end
+    if first ~= nil then
+      local open = num('m:' .. queue)
+      if open == nil then put('r:' .. queue, int(ts) .. '|' .. int(first)) end
+      return 'R' .. int(first)
     end
     local open = num('m:' .. queue)
-    if open == nil or ts > open then put('m:' .. queue, int(ts)) end
+    if open == nil or ts > open then
+      put('m:' .. queue, int(ts))
+      if j['r:' .. queue] then drop('r:' .. queue) end  -- missed again: that recovery is past
+    end
     return 'm'
   end
 

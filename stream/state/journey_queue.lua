@@ -11,7 +11,8 @@
 --         fact leaves :facts once every handler has taken it)
 --   m     the caller joins :missed, unless :jdone says this miss is resolved already
 --   R, L  resolve the caller's miss at ts: counted unless :jdone holds ts or later, so
---         a resolution that comes before its miss, or twice, counts once
+--         a resolution that comes before its miss, or twice, counts once; an R for the
+--         miss :jdone holds, from an earlier answer, redates that recovery
 -- A caller is in one state per queue (contract §2): a new miss, or the resolution of a
 -- later miss (misses applied after the answer that recovers them), less than a day after
 -- the caller's last resolution here takes that resolution back out of its bucket.
@@ -77,6 +78,19 @@ local function take_back(caller, ts)
   res[caller] = false
 end
 
+-- The caller's last recovery here (of the miss at ts) came from a later answer than this.
+local function redate(caller, ts, at, recovery)
+  local last = res[caller]
+  if last == nil then last = redis.call('HGET', res_key, caller) end
+  if not last then return end
+  local kind, old_at = string.match(last, '^(%a)|(%-?%d+)|')
+  if kind ~= 'R' or tonumber(old_at) <= at then return end
+  take_back(caller, ts)
+  res[caller] = 'R|' .. int(at) .. '|' .. int(math.max(0, recovery))
+  add(at, 'R', 1)
+  add(at, 'Rms', math.max(0, recovery))
+end
+
 for _, e in ipairs(rows) do
   local caller, token, kind, ts, at, recovery = e[1], e[3], e[4], e[5], e[6], e[7]
   if kind == 'c' or kind == 'r' then
@@ -92,6 +106,8 @@ for _, e in ipairs(rows) do
       missed[caller] = ts
       changed[caller] = true
     end
+  elseif kind == 'R' and resolved(caller) == ts and open_miss(caller) < ts then
+    redate(caller, ts, at, recovery)
   elseif resolved(caller) < ts and open_miss(caller) > ts then
     done[caller] = ts  -- an older miss resolved late: the caller is missed again since
   elseif resolved(caller) < ts then

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import time
 import uuid
 from typing import Any
@@ -381,3 +382,28 @@ async def test_a_simulated_day_with_repeat_callers_matches_the_simulators_record
             if want["recovered"]:
                 mean = want["recovery_ms"] / want["recovered"] / 1000
                 assert shown["recovery_seconds"] == pytest.approx(mean)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_facts_relayed_late_and_out_of_order_change_nothing(journeys: Journeys,
+                                                                  seed: int) -> None:
+    """Some batches' facts stay in the outboxes (a crash before their relay) and reach
+    the journeys later, after newer ones, as the janitor relays them: same figures."""
+    from test_journeys_e2e import model, repeat_caller_stream
+
+    events, timeline = repeat_caller_stream(2400, seed=8, start_ms=T0 + round(DAY * 1000))
+    expected = model(timeline)
+    rng = random.Random(seed)
+    for i in range(0, len(events), 200):
+        await journeys.apply(*events[i:i + 200], relay_facts=rng.random() > 0.3)
+        if rng.random() < 0.2:
+            await journeys.leftovers()
+    await journeys.leftovers()
+    at = DAY + 6 * HOUR
+    for queue, want in expected.items():
+        shown = await journeys.figures(queue, at)
+        assert {k: shown[k] for k in ("offered_with_caller", "repeat_calls", "recovered",
+                                      "missed")} == {k: want[k] for k in (
+            "offered_with_caller", "repeat_calls", "recovered", "missed")}
+        assert shown["recovery_seconds"] == pytest.approx(
+            want["recovery_ms"] / want["recovered"] / 1000)

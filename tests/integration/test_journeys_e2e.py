@@ -300,3 +300,73 @@ async def test_kill_9_and_a_redis_crash_under_load_change_no_journey(
     finally:
         redis.kill()
         redis.wait()
+
+
+async def test_a_redis_that_lost_its_last_writes_changes_no_journey(
+        broker: EmbeddedBroker, tmp_path: Any) -> None:
+    """An AOF cut: Redis comes back without the last third of its writes (queues' state,
+    outboxes, journeys alike); what it lost is read again from Kafka, and the journeys
+    end as if nothing had happened."""
+    port = free_port()
+
+    def start_redis(*extra: str) -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir",
+             str(tmp_path), "--save", "", "--appendonly", "yes", *extra],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(port)
+        return process
+
+    server = start_redis("--appendfsync", "always")
+    settings = unique_settings(broker.bootstrap, redis_url=f"redis://127.0.0.1:{port}/0",
+                               kafka_batch_max=200)
+    start = int(time.time() * 1000) - 3 * HOUR_MS
+    events, timeline = repeat_caller_stream(2400, seed=8, start_ms=start)
+    cut = len(events) * 2 // 3
+    first_timeline = timeline_of(events[:cut])
+    try:
+        async with InProcessProcessor(settings) as processor:
+            await produce(settings, events[:cut])
+            await wait_until(lambda: all_journeys_match(processor.url, model(first_timeline)),
+                             timeout=60)
+            server.kill()
+            server.wait()
+            incr = next(tmp_path.glob("appendonlydir/*.incr.aof"))
+            size = incr.stat().st_size
+            with open(incr, "r+b") as aof:
+                aof.truncate(size * 2 // 3)
+            subprocess.run(["redis-check-aof", "--fix", str(incr)], input=b"y\n",
+                           capture_output=True, check=True)
+            server = start_redis()
+            await produce(settings, events[cut:])
+            expected = model(timeline)
+            assert timeline_of(events) == timeline
+            with contextlib.suppress(AssertionError):
+                await wait_until(lambda: all_journeys_match(processor.url, expected),
+                                 timeout=90)
+            assert await shown_journeys(processor.url, list(expected)) == wanted(expected)
+    finally:
+        server.kill()
+        server.wait()
+
+
+def timeline_of(events: list[dict[str, Any]]) -> Timeline:
+    """What each caller did in these events (calls queued with a caller), for :func:`model`."""
+    from datetime import datetime
+
+    def ms(event: dict[str, Any]) -> int:
+        return round(datetime.fromisoformat(event["ts"]).timestamp() * 1000)
+
+    queued_at: dict[str, tuple[str, int]] = {}
+    timeline: Timeline = []
+    for event in events:
+        ts, queue = ms(event), event["queue_id"]
+        if event["type"] == "call.queued":
+            queued_at[event["call_id"]] = (event["caller"], ts)
+            timeline.append((ts, "queued", event["caller"], queue))
+            continue
+        caller, start = queued_at[event["call_id"]]
+        what = "answered" if event["type"] == "call.answered" else (
+            "abandoned" if ts - start >= FIVE_S else "short")
+        timeline.append((ts, what, caller, queue))
+    return timeline
