@@ -40,9 +40,11 @@ from stream.callbacks import Callbacks
 from stream.config import Policy, Settings
 from stream.consume import Consumer
 from stream.health import Health
+from stream.journeys import JourneyHandler
 from stream.kafka_io import all_topics, ensure_topics, make_producer
 from stream.metrics import build_registry
 from stream.snapshots import bucket_windows, iso
+from stream.state.journeys import JourneyStore
 from stream.state.keys import KeySpace
 from stream.state.store import StateStore
 from stream.web.hub import SnapshotHub
@@ -150,9 +152,12 @@ async def run_consumer(settings: Settings, until: int, core_only: bool = False
                                      caller_facts=not core_only)
     hub = SnapshotHub()
     _, metrics = build_registry(hub)
-    # As `callstream run` wires it: callback offers take the caller facts and attempts.
+    # As `callstream run` wires it: journeys and callback offers take the caller facts,
+    # callback offers the attempts.
     callbacks = [] if core_only else [Callbacks(settings, Policy(), store, hub, "bench")]
-    consumer = TimedConsumer(settings, Policy(), store, metrics, Health(), callbacks,
+    handlers: list[Any] = [] if core_only else [
+        JourneyHandler(JourneyStore(store), Policy()), *callbacks]
+    consumer = TimedConsumer(settings, Policy(), store, metrics, Health(), handlers,
                              callbacks)
     stop = asyncio.Event()
 
@@ -258,7 +263,7 @@ def main() -> None:
     t.add_argument("--calls", type=int, default=100_000)
     t.add_argument("--queues", type=int, default=50)
     t.add_argument("--core-only", action="store_true",
-                   help="the state step alone: no caller facts, no callback offers")
+                   help="the state step alone: no caller facts: no journeys, no callback offers")
     t.add_argument("--agents", type=int, default=0)
     lat = sub.add_parser("latency")
     lat.add_argument("--rate", type=int, default=5000)

@@ -93,6 +93,7 @@ class QueueCollector(Collector):
                     counter.add_metric([q, name], n)
         yield from (waiting, longest, ewt, agents, required, window_calls, *ratios.values(),
                     totals, offers, results, refusals, _alert_firing(queues))
+        yield from journey_families(queues)
 
 
 class AgentCollector(Collector):
@@ -142,6 +143,39 @@ def _alert_firing(queues: list[dict[str, Any]]) -> Metric:
         for kind in ALERT_KINDS:
             family.add_metric([queue["queue_id"], kind], int(kind in open_kinds))
     return family
+
+
+#: The exclusive states of a queue's missed callers over the last day (contract §2).
+CALLER_STATES = ("missed", "recovered", "lost")
+
+
+def journey_families(queues: list[dict[str, Any]]) -> Iterator[Metric]:
+    """Caller journey families, only once the snapshot carries journeys (the feature on)."""
+    with_journeys = [q for q in queues if "journeys" in q]
+    if not with_journeys:
+        return
+    callers = GaugeMetricFamily("callstream_queue_callers",
+                                "Callers missed by the queue over the last 24 h, by state",
+                                labels=["queue", "state"])
+    repeat = GaugeMetricFamily("callstream_queue_repeat_call_ratio",
+                               "Repeat calls / offered calls with a caller, last 24 h",
+                               labels=["queue"])
+    recovery = GaugeMetricFamily("callstream_queue_recovery_seconds",
+                                 "Mean time from a miss to the caller's answer, last 24 h",
+                                 labels=["queue"])
+    lost = CounterMetricFamily("callstream_lost_callers",
+                               "Callers missed and not answered within 24 h, since the start",
+                               labels=["queue"])
+    for queue in with_journeys:
+        q, figures = queue["queue_id"], queue["journeys"]
+        for state in CALLER_STATES:
+            callers.add_metric([q, state], figures[state])
+        if figures["repeat_call_ratio"] is not None:
+            repeat.add_metric([q], figures["repeat_call_ratio"])
+        if figures["recovery_seconds"] is not None:
+            recovery.add_metric([q], figures["recovery_seconds"])
+        lost.add_metric([q], figures["lost_total"])
+    yield from (callers, repeat, recovery, lost)
 
 
 class DelayHistogram(Collector):

@@ -16,17 +16,20 @@ from redis.exceptions import RedisError
 
 from .alerts import AlertWatch, alert_windows, baseline_reach
 from .callbacks import Callbacks
+from .checkpoint import FactHandler
 from .config import Policy, Settings
 from .consume import Consumer
 from .errors import ConfigError
 from .health import Health, watch
 from .janitor import sweep_forever
+from .journeys import JourneyHandler, keep_journeys
 from .kafka_io import KafkaProbe, all_topics, ensure_topics
 from .metrics import build_registry
 from .mqtt import MqttPublisher
 from .outage import Outage
 from .redis_client import Redis, connect_redis
 from .snapshots import SnapshotRefresher, bucket_windows
+from .state.journeys import JourneyStore
 from .state.keys import KeySpace
 from .state.store import StateStore
 from .waiting_calls import WaitingCalls
@@ -143,7 +146,13 @@ async def run_processor(settings: Settings, policy: Policy, stop: asyncio.Event,
     mqtt = MqttPublisher(settings, hub) if settings.mqtt_url else None  # checks the URL now
     registry, metrics = build_registry(hub)
     calls = WaitingCalls(event_clock=settings.clock == "event")
-    app = build_app(hub, registry, health, settings.http_token.get_secret_value(), calls)
+    refreshers: list[SnapshotRefresher] = []
+
+    async def missed_callers(queue_id: str) -> list[dict[str, Any]] | None:
+        return await refreshers[0].missed_callers(queue_id) if refreshers else None
+
+    app = build_app(hub, registry, health, settings.http_token.get_secret_value(), calls,
+                    missed_callers)
     runner = await _serve_http(app, settings)
     _warn_if_open(settings)
     store: StateStore | None = None
@@ -184,13 +193,19 @@ async def run_processor(settings: Settings, policy: Policy, stop: asyncio.Event,
                 return
             alerts = started[0]
             callbacks = Callbacks(settings, policy, store, hub, settings.instance)
+            journeys = JourneyStore(store)
+            handlers: list[FactHandler] = [JourneyHandler(journeys, policy), callbacks]
             consumer = Consumer(settings, policy, store, metrics, health,
-                                handlers=[callbacks], hooks=[callbacks])
+                                handlers=handlers, hooks=[callbacks])
             refresher = SnapshotRefresher(settings, policy, store, hub, health, calls,
-                                          parts=[alerts.snapshot_part])
+                                          parts=[alerts.snapshot_part], journeys=journeys)
+            refreshers.append(refresher)
+            event_clock = settings.clock == "event"
             tasks: list[Awaitable[Any]] = [
                 consumer.run(stop), refresher.run(stop), callbacks.run(stop), alerts.run(stop),
-                sweep_forever(store, stop, handlers=[callbacks])]
+                sweep_forever(store, stop, handlers=handlers),
+                keep_journeys(journeys, store.queue_ids, lambda: store.now_ms(event_clock),
+                              stop)]
             if mqtt is not None:
                 callbacks.twins.append(mqtt)
                 tasks.append(mqtt.run(stop))

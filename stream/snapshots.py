@@ -17,7 +17,9 @@ from .agent_figures import agent_snapshots
 from .config import STAFFING_WINDOW_SECONDS, TREND_WINDOW_SECONDS, Policy, Settings
 from .figures import agents_by_queue, queue_snapshot
 from .health import Health
+from .journeys import journey_figures
 from .outage import Outage
+from .state.journeys import JourneyStore
 from .state.store import StateStore
 from .timefmt import rfc3339 as iso
 from .waiting_calls import WaitingCalls
@@ -42,9 +44,11 @@ class SnapshotRefresher:
 
     def __init__(self, settings: Settings, policy: Policy, store: StateStore, hub: SnapshotHub,
                  health: Health, calls: WaitingCalls | None = None,
-                 parts: Sequence[QueuePart] = ()) -> None:
+                 parts: Sequence[QueuePart] = (), journeys: JourneyStore | None = None
+                 ) -> None:
         self.settings = settings
         self.parts = parts
+        self.journeys = journeys
         self.policy = policy
         self.store = store
         self.hub = hub
@@ -67,12 +71,31 @@ class SnapshotRefresher:
         for queue in queues:
             for part in self.parts:
                 queue.update(part(queue["queue_id"]))
+        if self.journeys is not None:
+            await self._add_journeys(self.journeys, queues, now_ms)
         per_agent = agent_snapshots(
             raw_agents.states, raw_agents.state_ms,
             {q: raw[q]["windows"] for q in queue_ids}, self.store.windows,
             self.settings.window_seconds, now_ms, iso)
         return {"ts": iso(now_ms), "ready": self.health.ready, "queues": queues,
                 "agents": per_agent}
+
+    async def _add_journeys(self, journeys: JourneyStore, queues: list[dict[str, Any]],
+                            now_ms: int) -> None:
+        """Each queue's caller journey figures (contract §2), under "journeys"."""
+        sums = await journeys.read([q["queue_id"] for q in queues], now_ms)
+        for queue in queues:
+            value = self.policy.for_queue(queue["queue_id"]).lost_caller_value
+            queue["journeys"] = journey_figures(sums[queue["queue_id"]], value)
+
+    async def missed_callers(self, queue_id: str) -> list[dict[str, Any]]:
+        """The queue's missed callers not yet recovered, oldest miss first, with their
+        numbers (for ``/api/queues/{id}/missed``, which masks them without a token)."""
+        if self.journeys is None:
+            return []
+        now_ms = await self.store.now_ms(self.settings.clock == "event")
+        return [{"caller": caller, "missed_at": iso(ts), "missed_seconds": (now_ms - ts) / 1000}
+                for caller, ts in await self.journeys.missed_callers(queue_id, now_ms)]
 
     async def run(self, stop: asyncio.Event) -> None:
         outage = Outage("Redis (snapshot refresh)", "CALLSTREAM_REDIS_URL", log)

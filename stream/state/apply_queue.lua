@@ -8,7 +8,7 @@
 --                        longer than the window (the alert baseline)},
 --                        expect: {source -> the last offset this instance applied here}}
 -- ARGV[2]  JSON rows: [[source, offset, token, kind, call_id, ts_ms, caller, priority,
---                      agent_id], ...]
+--                      agent_id, result?], ...]  result: a callback attempt's only
 --          source: "<topic>:<partition>"; token: the event's dedup token (its id, marked
 --          by the row's role); kind: Q queued, I transfer in, A answered, B abandoned,
 --          C callback accepted, T transfer out, E ended, K callback attempt
@@ -46,7 +46,8 @@
 --   :cbwait   zset "caller|queued_ms|call_id" -> when its wait reaches cb_wait_ms: the
 --             waiting calls with a caller, for wait-threshold callback offers (cb_due.lua)
 --   :facts    hash token -> JSON [token, what, call_id, ts, caller, wait_ms]: what a leg
---             with a caller did (queued, answered, abandoned, accepted), kept until the
+--             with a caller did (queued, answered, abandoned, accepted; reached: a
+--             callback attempt for the leg was answered), kept until the
 --             caller's own keys (another slot) have taken it: an outbox, written here in
 --             the same atomic step as the state it describes
 
@@ -222,7 +223,7 @@ local function end_handle(ts, leg)
   end
 end
 
-local function apply(token, kind, call_id, ts, caller, priority, agent)
+local function apply(token, kind, call_id, ts, caller, priority, agent, result)
   if type(ts) ~= 'number' or type(call_id) ~= 'string' then error('bad row') end
   local leg = read_leg(call_id)
   if leg ~= nil and has_token(leg, token) then
@@ -231,7 +232,10 @@ local function apply(token, kind, call_id, ts, caller, priority, agent)
   local arriving = (kind == 'Q' or kind == 'I')
 
   if kind == 'K' then
-    if leg ~= nil then write_leg(call_id, leg, leg, token) end
+    if leg ~= nil then
+      write_leg(call_id, leg, leg, token)
+      if result == 'answered' then fact(token, 'reached', call_id, ts, leg.caller, nil) end
+    end
     return 'a'  -- callback attempts change no queue figure
   end
 
@@ -339,7 +343,7 @@ for i, e in ipairs(rows) do
     end
     local agent = e[9]
     if agent == cjson.null then agent = nil end
-    return apply(e[3], e[4], e[5], e[6], caller, priority, agent)
+    return apply(e[3], e[4], e[5], e[6], caller, priority, agent, e[10])
   end)
   if not ok then
     return redis.error_reply('CSAPPLY ' .. i .. ' ' .. tostring(result))

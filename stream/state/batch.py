@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..events import AgentStateChanged, CallQueued, CallTransferred, Event
+from ..events import AgentStateChanged, CallbackAttempt, CallQueued, CallTransferred, Event
 
 #: Shard of the agent rows; queue shards are queue ids, which are never empty.
 AGENTS = ""
@@ -51,7 +51,7 @@ class CallerFact:
 
     queue_id: str
     token: str
-    what: str  # queued, answered, abandoned, accepted
+    what: str  # queued, answered, abandoned, accepted, reached (a callback answered)
     call_id: str
     ts_ms: int
     caller: str
@@ -103,9 +103,11 @@ class StateBatch:
         caller = event.caller if isinstance(event, CallQueued) else None
         priority = event.priority if isinstance(event, CallQueued) else None
         agent = getattr(event, "agent_id", None)
-        self._row(message, index, event.queue_id, head + [
-            "E" + event.event_id, _KIND[event.type], event.call_id, event.ts, caller, priority,
-            agent])
+        row = head + ["E" + event.event_id, _KIND[event.type], event.call_id, event.ts, caller,
+                      priority, agent]
+        if isinstance(event, CallbackAttempt):
+            row.append(event.result)  # an answered attempt reached the caller
+        self._row(message, index, event.queue_id, row)
         if isinstance(event, CallTransferred):
             # Its own token: a transfer back into the same queue opens a new leg there.
             self._row(message, index, event.to_queue_id, head + [

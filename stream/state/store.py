@@ -44,7 +44,7 @@ BUCKET_TTL_EXTRA_S = 360
 _SCRIPTS = ("apply_queue", "apply_agents", "read_queue", "raise_clock", "admit", "forget",
             "sweep_queue", "sweep_agents", "claim_out", "done_out", "cb_due", "cb_reserve",
             "cb_release", "cb_emit", "cb_refuse", "cb_attempt", "cb_cancel", "read_agents",
-            "alert_inputs", "alert_move")
+            "alert_inputs", "alert_move", "apply_journey", "journey_queue", "read_journeys")
 #: How a script says that one row of its batch cannot be applied (see apply_queue.lua).
 _ROW_FAILED = "CSAPPLY "
 
@@ -111,6 +111,14 @@ class RawAgents:
 def _agent_state(value: str) -> AgentState:
     state, queues, since = value.split("|")
     return state, [q for q in queues.split(",") if q], int(since)
+
+
+#: ``(script, key or tuple of keys, *args)``
+ScriptCall = tuple[Any, ...]
+
+
+def _keys(key: str | tuple[str, ...]) -> tuple[str, ...]:
+    return (key,) if isinstance(key, str) else key
 
 
 def _script(name: str) -> str:
@@ -462,9 +470,10 @@ class StateStore:
 
     # -- scripts -------------------------------------------------------------------------
 
-    async def _scripts(self, calls: Sequence[tuple[str, ...]], raise_on_error: bool = True
+    async def _scripts(self, calls: Sequence[ScriptCall], raise_on_error: bool = True
                        ) -> list[Any]:
-        """Script calls ``(script, key, *args)``, each atomic, all in one round trip."""
+        """Script calls ``(script, key, *args)``, each atomic, all in one round trip; the
+        key may be a tuple of keys (of one slot, on a Cluster)."""
         if not self._ready_scripts:
             await self.load_scripts()
         try:
@@ -473,17 +482,17 @@ class StateStore:
             await self.load_scripts()
             return await self._send(calls, raise_on_error)
 
-    async def _send(self, calls: Sequence[tuple[str, ...]], raise_on_error: bool) -> list[Any]:
+    async def _send(self, calls: Sequence[ScriptCall], raise_on_error: bool) -> list[Any]:
         """On a Cluster, which refuses scripts in pipelines, as concurrent calls instead."""
         if isinstance(self.client, aioredis.RedisCluster):
             replies = list(await asyncio.gather(
-                *(self.client.evalsha(self._shas[name], 1, key, *args)
+                *(self.client.evalsha(self._shas[name], len(_keys(key)), *_keys(key), *args)
                   for name, key, *args in calls),
                 return_exceptions=not raise_on_error))
         else:
             pipe = self.client.pipeline(transaction=False)
             for name, key, *args in calls:
-                pipe.evalsha(self._shas[name], 1, key, *args)
+                pipe.evalsha(self._shas[name], len(_keys(key)), *_keys(key), *args)
             replies = list(await pipe.execute(raise_on_error=raise_on_error))
         for reply in replies:
             if isinstance(reply, NoScriptError):

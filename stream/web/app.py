@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Awaitable, Callable
+from typing import Any
 from urllib.parse import urlencode
 
 from aiohttp import web
@@ -12,20 +13,28 @@ from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from ..health import Health
+from ..journeys import masked
 from ..waiting_calls import WaitingCalls
 from . import wallboard
 from .hub import SnapshotHub
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _OPEN_PATHS = ("/healthz",)
+#: A queue's missed callers, oldest miss first, with their numbers; None while the
+#: processor has no state store yet.
+MissedCallers = Callable[[str], Awaitable[list[dict[str, Any]] | None]]
+
+
 #: The wallboard's session cookie: a value derived from the token, never the token itself.
 COOKIE_NAME = "callstream_wallboard"
 
 
 def build_app(hub: SnapshotHub, registry: CollectorRegistry, health: Health,
-              token: str = "", calls: WaitingCalls | None = None) -> web.Application:
+              token: str = "", calls: WaitingCalls | None = None,
+              missed_callers: MissedCallers | None = None) -> web.Application:
     """The application; with ``token`` set, every path but /healthz needs it. ``calls``
-    answers ``/api/calls/{call_id}`` (without it, that path answers 503).
+    answers ``/api/calls/{call_id}`` (without it, that path answers 503); ``missed_callers``
+    answers ``/api/queues/{queue_id}/missed``.
 
     API clients send ``Authorization: Bearer <token>``. A wall display opens
     ``/wallboard?token=<token>`` once: the page answers with a cookie and sends the browser
@@ -66,6 +75,18 @@ def build_app(hub: SnapshotHub, registry: CollectorRegistry, health: Health,
         return web.json_response({"call_id": call_id, "waiting": waiting,
                                   "ts": hub.snapshot["ts"], "ready": hub.snapshot["ready"]})
 
+    async def missed(request: web.Request) -> web.Response:
+        """Caller numbers in full only behind the API token (contract §5, §6)."""
+        queue_id = request.match_info["queue_id"]
+        if not any(q["queue_id"] == queue_id for q in hub.snapshot["queues"]):
+            raise web.HTTPNotFound(text=f"queue {queue_id!r} has not been seen")
+        callers = await missed_callers(queue_id) if missed_callers else None
+        if callers is None:
+            raise web.HTTPServiceUnavailable(text="caller journeys are not available yet")
+        if not token:
+            callers = [c | {"caller": masked(c["caller"])} for c in callers]
+        return web.json_response({"queue_id": queue_id, "missed": callers})
+
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -73,6 +94,7 @@ def build_app(hub: SnapshotHub, registry: CollectorRegistry, health: Health,
     app.router.add_get("/api/queues/{queue_id}", queue)
     _add_agent_routes(app, hub)
     app.router.add_get("/api/calls/{call_id:.+}", call)  # a call_id may hold a "/"
+    app.router.add_get("/api/queues/{queue_id}/missed", missed)
     wallboard.add_routes(app, hub)
     return app
 

@@ -48,6 +48,7 @@ _WINDOW_NUMBERS = (*OUTCOMES, "service_level", "abandon_ratio", "asa_seconds", "
 _ALERT_NUMBERS = ("abandon_ratio", "baseline_ratio", "calls")
 _TRENDS = ("waiting", "service_level")
 _TREND_POINTS = 120
+_JOURNEY_NUMBERS = ("missed", "recovered", "lost")
 # Free text is limited to tame tokens: ids, window labels, alert kinds and statuses.
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
@@ -162,6 +163,8 @@ def _queue_view(queue: Mapping[str, Any]) -> dict[str, Any]:
             "results": _numbers(_mapping(callbacks.get("results")), ("reached",))}
     trend = _mapping(queue.get("trend"))
     view["trend"] = {name: _series(trend.get(name)) for name in _TRENDS}
+    if "journeys" in queue:
+        view["journeys"] = _numbers(_mapping(queue["journeys"]), _JOURNEY_NUMBERS)
     if "alerts" in queue:
         view["alerts"] = [_alert_view(alert) for alert in _mappings(queue["alerts"])]
     return view

@@ -116,6 +116,8 @@ def sales(**changes: Any) -> dict[str, Any]:
         "required": 7,
         "five": window(40, 30, 24, 6, 1, 0.685, 0.142, 14.2),
         "callbacks": {"pending": 2},
+        "journeys": {"missed": 4, "recovered": 7, "lost": 2, "repeat_call_ratio": 0.12,
+                     "recovery_seconds": 1800.0, "lost_total": 9},
         "alerts": [
             {
                 "alert_id": "al-1",
@@ -266,6 +268,11 @@ async def test_tiles_show_the_figures(page: Page, server: WallboardServer) -> No
     await expect(support_tile.locator('[data-role="alert"]')).to_be_hidden()
     await expect(support_tile.locator('[data-role="callbacks"]')).to_be_hidden()
     await expect(sales_tile.locator('[data-role="callbacks-pending"]')).to_have_text("2")
+    # The caller journeys tile: missed / recovered / lost over the last day.
+    await expect(sales_tile.locator('[data-role="journeys"]')).to_be_visible()
+    await expect(sales_tile.locator('[data-role="journeys"] .value')).to_have_text("4 / 7 / 2")
+    await expect(figure(page, "sales", "lost")).to_have_text("2")
+    await expect(support_tile.locator('[data-role="journeys"]')).to_be_hidden()
     # Colour is not the only signal: the level is spelled out next to the figure.
     await expect(sales_tile.locator('[data-role="sl-note"]')).to_contain_text("✖ breach")
     await expect(sales_tile.locator('[data-role="longest-note"]')).to_contain_text("▲ over SLA")
@@ -411,6 +418,7 @@ async def test_event_stream_forwards_only_page_fields(server: WallboardServer) -
     shown = first["queues"][0]
     assert shown["windows"]["5m"]["service_level"] == 0.685
     assert shown["callbacks"] == {"pending": 2, "results": {"reached": None}}
+    assert shown["journeys"] == {"missed": 4, "recovered": 7, "lost": 2}
     assert shown["alerts"] == [
         {"kind": "abandonment_spike", "status": "firing", "window": "5m", "abandon_ratio": 0.31,
          "baseline_ratio": None, "calls": None}

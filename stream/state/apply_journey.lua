@@ -1,0 +1,169 @@
+-- Take caller facts into callers' 24 h journeys, atomically (contract §2 journeys).
+--
+-- KEYS     the callers' key prefixes, e.g. "cs:{c:4915112345678}" (one hash tag per
+--          caller; on a Cluster, the callers of one call share a slot)
+-- ARGV[1]  JSON config: {now, day_ms, keep_ms}
+-- ARGV[2]  JSON list, one per key, of its caller's ops in the order to take them:
+--          [[op, token, queue_id, ts_ms, wait_ms|null, short_ms], ...]
+--          op: Q queued, A answered (or a callback that reached the caller), B abandoned,
+--          X the miss at ts_ms on queue_id may be lost (no token; now ≥ ts + day)
+-- Returns a JSON list, one per key, of what the queues' keys must record
+-- (journey_queue.lua):
+--   [queue_id, token, kind, ts, at, recovery_ms]  kind: c an offered call with a caller
+--   (r: and a repeat call), m a missed caller (miss at ts), R recovered (the miss at ts,
+--   answered at `at`), L lost (the miss at ts, lost at `at`)
+--
+-- The journey is one hash (listpack-small), written once at the end:
+--   :j  q last queued ts; a the answers' ts of the last day (comma-separated);
+--       m:<queue_id> the queue's open miss (the caller's last miss there); r:<queue_id>
+--       "miss|answer": its last recovery there (an earlier answer taken late redates it); t:<8 hex of sha1(token)> "<ts>|<decision>": a fact
+--       taken, and what it decided, so that a fact that comes again (a retry, a relay
+--       of leftovers) answers the same decisions and changes nothing here
+-- The key expires keep_ms after its last write; marks older than keep_ms are dropped.
+
+local cfg = cjson.decode(ARGV[1])
+local batches = cjson.decode(ARGV[2])
+local day = cfg.day_ms
+local writes = {}
+
+local function int(x) return string.format('%.0f', x) end
+
+-- One caller's journey: its decisions; its writes are queued in `writes`.
+local function journey(key, ops)
+  local exists = redis.call('EXISTS', key) == 1
+  local j = {}
+  local flat = redis.call('HGETALL', key)
+  for i = 1, #flat, 2 do j[flat[i]] = flat[i + 1] end
+  local set, del = {}, {}
+  local out = {}
+  local newest = 0
+
+  local function put(field, value) j[field] = value; set[field] = value; del[field] = nil end
+  local function drop(field) j[field] = nil; del[field] = true; set[field] = nil end
+  local function num(field) local v = j[field]; return v and tonumber(v) end
+
+  -- The decisions a fact made, from its stored mark (first time or again).
+  local function replay(queue, token, ts, decision)
+    local kind = string.sub(decision, 1, 1)
+    if kind == 'c' or kind == 'r' or kind == 'm' then
+      out[#out + 1] = {queue, token, kind, ts, ts, 0}
+    elseif kind == 'R' then  -- a miss answered before it was applied: recovered at once
+      local at = tonumber(string.sub(decision, 2))
+      out[#out + 1] = {queue, token, 'R', ts, at, at - ts}
+    elseif kind == 'A' then  -- an answer: the misses it recovered, ";queue=miss_ts" each
+      for q, m in string.gmatch(decision, ';([^=;]+)=(%-?%d+)') do
+        m = tonumber(m)
+        out[#out + 1] = {q, '', 'R', m, ts, ts - m}
+      end
+    end
+  end
+
+  local function decide(op, queue, ts, wait, short_ms)
+    if op == 'Q' then
+      local last = num('q')
+      if last == nil or ts > last then put('q', int(ts)) end
+      if last ~= nil and math.abs(ts - last) <= day then return 'r' end
+      return 'c'
+    end
+    if op == 'A' then
+      local answers = {ts}
+      for a in string.gmatch(j.a or '', '[^,]+') do
+        a = tonumber(a)
+        if a ~= ts and a > ts - day then answers[#answers + 1] = a end
+      end
+      for i, a in ipairs(answers) do answers[i] = int(a) end
+      put('a', table.concat(answers, ','))
+      local recovered = {'A'}
+      local fields = {}
+      for field, value in pairs(j) do fields[#fields + 1] = {field, value} end
+      for _, fv in ipairs(fields) do
+        local field, value = fv[1], fv[2]
+        local q = string.match(field, '^m:(.*)$')
+        local m = tonumber(value)
+        if q and m <= ts and ts - m < day then
+          drop(field)
+          put('r:' .. q, int(m) .. '|' .. int(ts))
+          recovered[#recovered + 1] = ';' .. q .. '=' .. int(m)
+        end
+        q = string.match(field, '^r:(.*)$')
+        if q then  -- an earlier answer, taken late: it dates the recovery
+          local miss, at = string.match(value, '^(%-?%d+)|(%-?%d+)$')
+          miss, at = tonumber(miss), tonumber(at)
+          if miss <= ts and ts < at and ts - miss < day then
+            put(field, int(miss) .. '|' .. int(ts))
+            recovered[#recovered + 1] = ';' .. q .. '=' .. int(miss)
+          end
+        end
+      end
+      return table.concat(recovered)
+    end
+    -- B: an abandon; a short one is no miss, an orphan's (no wait) never short
+    if wait ~= nil and wait < short_ms then return 's' end
+    local first = nil  -- the first answer at or after the miss, within the day
+    for a in string.gmatch(j.a or '', '[^,]+') do
+      a = tonumber(a)
+      if a >= ts and a - ts < day and (first == nil or a < first) then first = a end
+    end
+    if first ~= nil then
+      local open = num('m:' .. queue)
+      if open == nil then put('r:' .. queue, int(ts) .. '|' .. int(first)) end
+      return 'R' .. int(first)
+    end
+    local open = num('m:' .. queue)
+    if open == nil or ts > open then
+      put('m:' .. queue, int(ts))
+      if j['r:' .. queue] then drop('r:' .. queue) end  -- missed again: that recovery is past
+    end
+    return 'm'
+  end
+
+  for _, e in ipairs(ops) do
+    local op, token, queue, ts, wait, short_ms = e[1], e[2], e[3], e[4], e[5], e[6]
+    if wait == cjson.null then wait = nil end
+    if ts > newest then newest = ts end
+    if op == 'X' then
+      local open = num('m:' .. queue)
+      if (open == ts or not exists) and cfg.now - ts >= day then
+        if open then drop('m:' .. queue) end
+        out[#out + 1] = {queue, '', 'L', ts, ts + day, 0}
+      end
+    else
+      local mark = 't:' .. string.sub(redis.sha1hex(token), 1, 8)
+      local seen = j[mark]
+      if seen then
+        replay(queue, token, ts, string.match(seen, '^%-?%d+|(.*)$'))
+      else
+        local decision = decide(op, queue, ts, wait, short_ms)
+        put(mark, int(ts) .. '|' .. decision)
+        replay(queue, token, ts, decision)
+      end
+    end
+  end
+
+  -- Marks past the horizon can no longer come again.
+  for field, value in pairs(j) do
+    if string.sub(field, 1, 2) == 't:' and tonumber(string.match(value, '^(%-?%d+)|'))
+        < newest - cfg.keep_ms then
+      drop(field)
+    end
+  end
+
+  writes[#writes + 1] = {key, set, del}
+  return out
+end
+
+local answers = {}
+for i, prefix in ipairs(KEYS) do answers[i] = journey(prefix .. ':j', batches[i]) end
+
+-- Written only once every caller's ops are worked out.
+for _, w in ipairs(writes) do
+  local key, set, del = w[1], w[2], w[3]
+  local args = {}
+  for field, value in pairs(set) do args[#args + 1] = field; args[#args + 1] = value end
+  if #args > 0 then redis.call('HSET', key, unpack(args)) end
+  local gone = {}
+  for field in pairs(del) do gone[#gone + 1] = field end
+  if #gone > 0 then redis.call('HDEL', key, unpack(gone)) end
+  if #args > 0 or #gone > 0 then redis.call('PEXPIRE', key, cfg.keep_ms) end
+end
+return cjson.encode(answers)

@@ -1,0 +1,131 @@
+"""Caller journeys in Redis (contract §2): each caller's journey in a slot of its own, and
+what it decided about each queue in that queue's slot.
+
+A fact goes first to its caller's journey (apply_journey.lua), which decides, once per
+fact token, what the fact means for every queue (a repeat call, a miss, a recovery) and
+answers the same decisions whenever the fact comes again; then each queue records those
+decisions (journey_queue.lua), once each however often they come. Two atomic scripts in
+two slots, never one script across slots, so it works the same on Redis Cluster.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, cast
+
+from redis.crc import key_slot
+
+from .store import StateStore
+
+DAY_MS = 24 * 3600 * 1000
+#: A journey (and a caller number in it) is kept this long after its last fact: the day
+#: its misses may be recovered in, plus two hours for a late relay or callback.
+KEEP_MS = DAY_MS + 2 * 3600 * 1000
+#: The per-queue counts of the last day sit in buckets this long (at most 1/30 of it).
+BUCKET_MS = 30 * 60 * 1000
+#: Callers per journey script call on one Redis.
+CALLERS_PER_CALL = 100
+
+
+@dataclass(frozen=True, slots=True)
+class JourneyOp:
+    """One step of a caller's journey: Q queued, A answered (or reached by a callback),
+    B abandoned, X the miss at ``ts_ms`` on the queue may be lost (no token)."""
+
+    caller: str
+    op: str
+    token: str
+    queue_id: str
+    ts_ms: int
+    wait_ms: int | None = None
+    short_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class QueueJourneys:
+    """One queue's journey sums over the last day, and its misses now a day old."""
+
+    missed: int
+    offered_with_caller: int
+    repeat_calls: int
+    recovered: int
+    recovery_ms: int
+    lost: int
+    lost_total: int
+    due: list[tuple[str, int]]
+
+
+class JourneyStore:
+    """The callers' journeys and the queues' journey figures, behind the state store."""
+
+    def __init__(self, store: StateStore) -> None:
+        self.store = store
+        self.keys = store.keys
+
+    async def take(self, ops: list[JourneyOp], now_ms: int) -> None:
+        """Apply the ops to their callers' journeys, then record the decisions in the
+        queues; safe to repeat with the same ops after any failure."""
+        if not ops:
+            return
+        by_caller: dict[str, list[list[Any]]] = {}
+        # A batch's facts come queue by queue: a caller's steps are taken in time order.
+        for op in sorted(ops, key=lambda o: o.ts_ms):
+            by_caller.setdefault(op.caller, []).append(
+                [op.op, op.token, op.queue_id, op.ts_ms, op.wait_ms, op.short_ms])
+        config = json.dumps({"now": now_ms, "day_ms": DAY_MS, "keep_ms": KEEP_MS})
+        groups = self._groups(list(by_caller))
+        replies = await self.store._scripts([
+            ("apply_journey", tuple(self.keys.caller(c) for c in group), config,
+             json.dumps([by_caller[c] for c in group])) for group in groups])
+        by_queue: dict[str, list[list[Any]]] = {}
+        for group, reply in zip(groups, replies, strict=True):
+            for caller, decisions in zip(group, json.loads(reply), strict=True):
+                for decision in decisions or ():  # cjson writes an empty list as {}
+                    by_queue.setdefault(decision[0], []).append([caller, *decision])
+        if by_queue:
+            queue_config = json.dumps({"bucket_ms": BUCKET_MS, "day_ms": DAY_MS})
+            await self.store._scripts([
+                ("journey_queue", self.keys.queue(q), queue_config, json.dumps(rows))
+                for q, rows in by_queue.items()])
+
+    def _groups(self, callers: list[str]) -> list[list[str]]:
+        """Callers taken by one script call: many on one Redis (a call costs more than a
+        caller), one slot's on a Cluster."""
+        if not self.store.is_cluster:
+            return [callers[i:i + CALLERS_PER_CALL]
+                    for i in range(0, len(callers), CALLERS_PER_CALL)]
+        by_slot: dict[int, list[str]] = {}
+        for caller in callers:
+            by_slot.setdefault(key_slot(self.keys.caller(caller).encode()), []).append(caller)
+        return list(by_slot.values())
+
+    async def read(self, queue_ids: list[str], now_ms: int, prune: bool = False,
+                   sums: bool = True) -> dict[str, QueueJourneys]:
+        """Each queue's sums over the day before ``now_ms`` (left at 0 without ``sums``)
+        and its misses now a day old, in one round trip; ``prune`` also drops what is
+        past the day."""
+        if not queue_ids:
+            return {}
+        config = json.dumps({"now": now_ms, "day_ms": DAY_MS, "bucket_ms": BUCKET_MS,
+                             "sums": sums, "prune": prune})
+        replies = await self.store._scripts([("read_journeys", self.keys.queue(q), config)
+                                             for q in queue_ids])
+        return {q: _sums(json.loads(r)) for q, r in zip(queue_ids, replies, strict=True)}
+
+    async def missed_callers(self, queue_id: str, now_ms: int) -> list[tuple[str, int]]:
+        """(caller, ts of the last miss) of the queue's callers missed in the last day and
+        not recovered since, oldest miss first."""
+        raw = cast("list[tuple[Any, float]]", await self.store.client.zrangebyscore(
+            self.keys.queue(queue_id) + ":missed", f"({now_ms - DAY_MS}", "+inf",
+            withscores=True))
+        return [(str(caller), int(ts)) for caller, ts in raw]
+
+
+def _sums(raw: dict[str, Any]) -> QueueJourneys:
+    flat = raw["due"] or []  # cjson writes an empty list as {}
+    return QueueJourneys(
+        missed=int(raw["missed"]), offered_with_caller=int(raw["c"]),
+        repeat_calls=int(raw["r"]), recovered=int(raw["R"]), recovery_ms=int(raw["Rms"]),
+        lost=int(raw["L"]), lost_total=int(raw["lost_total"]),
+        due=[(str(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2)])
