@@ -108,7 +108,7 @@ class FollowReport(ReplayReport):
 
     def summary(self, topic: str) -> str:
         """The closing lines of ``callstream replay --follow``."""
-        _, *rest = super().summary(topic).splitlines()
+        _, *rest = ReplayReport.summary(self, topic).splitlines()  # slots: no bare super()
         head = (f"followed {self.path} ({self.format}) for {self.seconds:.1f} s: "
                 f"{self.lines:,} lines sent, {self.rotations} rotations, "
                 f"{self.truncations} truncations")
