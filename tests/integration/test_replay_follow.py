@@ -128,11 +128,14 @@ async def test_follow_through_rotation_truncation_and_restarts(
         follower = Follower(log, state, settings)
         await sent_through(state, log)
 
-        # Running: rotated with a call under way (ENTERQUEUE before, CONNECT after).
-        append(log, copies[2][:20])
+        # Running: rotated with a call under way (ENTERQUEUE before, CONNECT after), and lines
+        # written to the renamed file before Asterisk reopens the log: they are sent too.
+        append(log, copies[2][:10])
         await sent_through(state, log)
+        append(log, copies[2][10:20])
         log.rename(tmp_path / "queue_log.2")
-        log.write_bytes(b"".join(copies[2][20:]))
+        append(tmp_path / "queue_log.2", copies[2][20:30])
+        log.write_bytes(b"".join(copies[2][30:]))
         await sent_through(state, log)
 
         # Running: truncated (copytruncate) and written again, longer than before.
