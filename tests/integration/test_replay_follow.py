@@ -181,3 +181,14 @@ async def offset_is(state: Path, offset: int) -> bool:
 def totals(snapshot: dict[str, Any]) -> dict[str, dict[str, int]]:
     return {q["queue_id"]: {name: q["totals"][name] for name in ONE_COPY["sales"]}
             for q in snapshot["queues"]}
+
+
+def test_follow_refuses_pacing_and_shifting(tmp_path: Path, capsys: Any) -> None:
+    from stream.cli import main
+
+    log = tmp_path / "queue_log"
+    log.write_text("")
+    for option in (["--speed", "2"], ["--shift-to-now"]):
+        assert main(["replay", "--follow", *option, str(log)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "--follow" in err and "--speed" in err
