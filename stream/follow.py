@@ -121,13 +121,17 @@ class _Status:
     def __init__(self, stream: TextIO, report: FollowReport) -> None:
         self._line = StatusLine(stream)
         self._report = report
+        self._shown = ""
         self.where = ""
 
     def update(self, lines: int, events: int) -> None:
-        """Redraw, if due, with the follower's totals (``lines`` is a line number in a file)."""
-        if self._line.due():
-            self._line.show(f"follow: {self._report.lines:,} lines sent, "
-                            f"{self._report.events:,} events; {self.where}")
+        """Redraw, if due and changed, with the follower's totals (``lines`` is a line number
+        in a file): an idle follower does not fill a service's log with the same line."""
+        text = (f"follow: {self._report.lines:,} lines sent, {self._report.events:,} events; "
+                f"{self.where}")
+        if text != self._shown and self._line.due():
+            self._line.show(text)
+            self._shown = text
 
     def note(self, message: str) -> None:
         self._line.note(message)

@@ -1,9 +1,9 @@
 """``callstream replay --follow``: a live queue_log, rotated, truncated and restarted, into a
 running processor, with exact figures at the end and no line sent twice.
 
-The material is the sample queue_log, copied five times: each copy with call ids of its own and
+The material is the sample queue_log, copied six times: each copy with call ids of its own and
 re-timed to the last hour (events older than 24 h would be stale). One copy's figures are
-worked out in ``test_replay_e2e.py``; the processor must show exactly five times them.
+worked out in ``test_replay_e2e.py``; the processor must show exactly six times them.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from stream.config import Settings
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "queue_log.sample"
 T0 = 1795338000
-COPIES = 5
+COPIES = 6
 #: One copy of the sample, per queue (see SALES_ALL and SUPPORT_ALL in test_replay_e2e.py).
 ONE_COPY = {
     "sales": {"offered": 6, "answered": 3, "answered_in_sla": 2, "abandoned": 3,
@@ -104,7 +104,7 @@ async def test_follow_through_rotation_truncation_and_restarts(
 ) -> None:
     settings = unique_settings(broker.bootstrap)
     now = int(time.time())
-    copies = [copy_of_sample(k, now - 3300 + 600 * k) for k in range(COPIES)]
+    copies = [copy_of_sample(k, now - 3500 + 550 * k) for k in range(COPIES)]
     log, state = tmp_path / "queue_log", tmp_path / "position.json"
     written = 0
     sent: list[tuple[int, int]] = []
@@ -147,6 +147,12 @@ async def test_follow_through_rotation_truncation_and_restarts(
         follower = Follower(log, state, settings)
         await asyncio.sleep(1)
         append(log, copies[4])
+        await sent_through(state, log)
+        sent.append(follower.stop())
+
+        # Truncated while stopped and written again, shorter: read from its start.
+        log.write_bytes(b"".join(copies[5]))
+        follower = Follower(log, state, settings)
         await sent_through(state, log)
         sent.append(follower.stop())
         written = sum(len(lines) for lines in copies)
