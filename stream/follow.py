@@ -94,9 +94,14 @@ def default_state_path(log: Path) -> Path:
     return log.with_name(f".{log.name}.callstream-position")
 
 
+def _digest(before: bytes) -> str:
+    return hashlib.sha256(before).hexdigest()
+
+
 def _tail_digest(fd: int, offset: int) -> str:
+    """The digest of the file's bytes just before ``offset``, as it is now."""
     start = max(0, offset - TAIL_BYTES)
-    return hashlib.sha256(os.pread(fd, offset - start, start)).hexdigest()
+    return _digest(os.pread(fd, offset - start, start))
 
 
 @dataclass(slots=True)
@@ -158,7 +163,7 @@ class Follower:
         self._fd = -1
         self._identity = (0, 0)
         self._offset = 0
-        self._tail = ""  # digest of the bytes before the offset, as last seen
+        self._before = b""  # the file's last TAIL_BYTES before the offset, as read
         self._lineno = 0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -187,7 +192,7 @@ class Follower:
         st = os.fstat(self._fd)
         self._identity = (st.st_dev, st.st_ino)
         self._offset = 0
-        self._tail = _tail_digest(self._fd, 0)
+        self._before = b""
         self._lineno = 0
 
     def _resume(self) -> None:
@@ -256,7 +261,8 @@ class Follower:
         if size < self._offset:
             return True
         # Cut and written past the offset again between two looks: the bytes before it differ.
-        return size > self._offset > 0 and _tail_digest(self._fd, self._offset) != self._tail
+        return size > self._offset > 0 and (
+            _tail_digest(self._fd, self._offset) != _digest(self._before))
 
     def _complete_lines(self, final: bool) -> bytes:
         """The bytes from the offset to the last newline (to the end when ``final``)."""
@@ -294,11 +300,12 @@ class Follower:
         self._save()
 
     def _advance(self, block: bytes) -> None:
+        # From what was read, not read again: a file rewritten meanwhile must not match.
         self._offset += len(block)
-        self._tail = _tail_digest(self._fd, self._offset)
+        self._before = (self._before + block[-TAIL_BYTES:])[-TAIL_BYTES:]
 
     def _save(self) -> None:
-        Position(*self._identity, self._offset, self._tail).save(self._state)
+        Position(*self._identity, self._offset, _digest(self._before)).save(self._state)
 
 
 async def follow_file(path: Path, settings: Settings, stop: asyncio.Event, *,
