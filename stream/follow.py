@@ -120,7 +120,7 @@ class FollowReport(ReplayReport):
         return "\n".join([head, *rest])
 
 
-class _Status:
+class FollowStatus:
     """The follower's one status line; it stays between batches, :meth:`end` erases it."""
 
     def __init__(self, stream: TextIO, report: FollowReport) -> None:
@@ -152,7 +152,7 @@ class Follower:
     """Tails one log path across rotations and truncations, saving its position as it goes."""
 
     def __init__(self, path: Path, state: Path, mapped: LineMapper, producer: AIOKafkaProducer,
-                 topic: str, report: FollowReport, status: _Status) -> None:
+                 topic: str, report: FollowReport, status: FollowStatus) -> None:
         self._path = path
         self._state = state
         self._mapped = mapped
@@ -318,7 +318,7 @@ async def follow_file(path: Path, settings: Settings, stop: asyncio.Event, *,
     """
     chosen: Format = fmt or detect_format(path)
     report = FollowReport(path, chosen)
-    status = _Status(err, report)
+    status = FollowStatus(err, report)
     await ensure_topics(settings, [settings.topic_events])
     producer = make_producer(settings)
     await producer.start()
