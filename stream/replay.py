@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import Any, Literal, Protocol, TextIO
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -152,21 +152,29 @@ def _mapped_record(event: Event) -> Record:
     return Record(event[key_field], _encode(event), event)
 
 
+LineMapper = Callable[[bytes], "list[Record] | Skip"]
+
+
+def line_mapper(fmt: Format, callback_keys: Iterable[str] = ()) -> LineMapper:
+    """Maps one stripped line to its messages; a queue_log mapper remembers earlier lines."""
+    if fmt == "jsonl":
+        return _jsonl_record
+    mapper = QueueLogMapper(callback_keys)
+
+    def mapped(line: bytes) -> list[Record] | Skip:
+        events = mapper.map_line(line.decode("utf-8", errors="replace"))
+        return events if isinstance(events, Skip) else [_mapped_record(e) for e in events]
+
+    return mapped
+
+
 def read_records(
     path: Path, fmt: Format, callback_keys: Iterable[str] = ()
 ) -> Iterator[tuple[int, list[Record] | Skip]]:
     """Per non-empty line: its number and its messages, or why it has none."""
-    if fmt == "jsonl":
-        for lineno, line in _lines(path):
-            yield lineno, _jsonl_record(line)
-        return
-    mapper = QueueLogMapper(callback_keys)
+    mapped = line_mapper(fmt, callback_keys)
     for lineno, line in _lines(path):
-        mapped = mapper.map_line(line.decode("utf-8", errors="replace"))
-        if isinstance(mapped, Skip):
-            yield lineno, mapped
-        else:
-            yield lineno, [_mapped_record(event) for event in mapped]
+        yield lineno, mapped(line)
 
 
 def event_time(event: Event) -> float | None:
@@ -231,33 +239,35 @@ class Pacer:
         return max(0.0, first_clock + (moment - first_moment) / self._speed - now)
 
 
-class Progress:
-    """Lines done, rate and ETA on stderr: redrawn in place on a terminal, logged otherwise."""
+class ProgressView(Protocol):
+    """What :func:`produce_lines` tells about its progress."""
 
-    def __init__(
-        self, total_lines: int, stream: TextIO, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self._total = total_lines
+    def update(self, lines: int, events: int) -> None: ...
+    def note(self, message: str) -> None: ...
+    def close(self) -> None: ...
+
+
+class StatusLine:
+    """One status line on stderr: redrawn in place on a terminal, logged now and then otherwise."""
+
+    def __init__(self, stream: TextIO, clock: Callable[[], float] = time.monotonic) -> None:
         self._stream = stream
         self._clock = clock
         self._tty = stream.isatty()
         self._every = TTY_PROGRESS_SECONDS if self._tty else LOG_PROGRESS_SECONDS
-        self._started = clock()
-        self._next = self._started + self._every
+        self._next = clock() + self._every
         self._width = 0
 
-    def update(self, lines: int, events: int) -> None:
-        """Show the progress, if the last update is old enough: cheap to call per line."""
+    def due(self) -> bool:
+        """Whether the last update is old enough for another: cheap to ask per line."""
         now = self._clock()
         if now < self._next:
-            return
+            return False
         self._next = now + self._every
-        elapsed = now - self._started
-        eta = (self._total - lines) * elapsed / lines if lines else math.inf
-        text = (
-            f"replay: {lines:,}/{self._total:,} lines ({lines / max(self._total, 1):.0%}), "
-            f"{events:,} events, {events / elapsed:,.0f} events/s, ETA {_clock_time(eta)}"
-        )
+        return True
+
+    def show(self, text: str) -> None:
+        """Draw ``text`` in place of the previous status."""
         if self._tty:
             self._stream.write("\r" + text.ljust(self._width))
             self._width = len(text)
@@ -266,17 +276,48 @@ class Progress:
         self._stream.flush()
 
     def note(self, message: str) -> None:
-        """A message on a line of its own, clear of the progress line."""
+        """A message on a line of its own, clear of the status line."""
         self.close()
         self._stream.write(message + "\n")
         self._stream.flush()
 
     def close(self) -> None:
-        """Erase the progress line of a terminal."""
+        """Erase the status line of a terminal."""
         if self._width:
             self._stream.write("\r" + " " * self._width + "\r")
             self._stream.flush()
             self._width = 0
+
+
+class Progress:
+    """Lines done out of the file's total, rate and ETA."""
+
+    def __init__(
+        self, total_lines: int, stream: TextIO, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._total = total_lines
+        self._clock = clock
+        self._started = clock()
+        self._line = StatusLine(stream, clock)
+
+    def update(self, lines: int, events: int) -> None:
+        """Show the progress, if the last update is old enough: cheap to call per line."""
+        if not self._line.due():
+            return
+        elapsed = self._clock() - self._started
+        eta = (self._total - lines) * elapsed / lines if lines else math.inf
+        self._line.show(
+            f"replay: {lines:,}/{self._total:,} lines ({lines / max(self._total, 1):.0%}), "
+            f"{events:,} events, {events / elapsed:,.0f} events/s, ETA {_clock_time(eta)}"
+        )
+
+    def note(self, message: str) -> None:
+        """A message on a line of its own, clear of the progress line."""
+        self._line.note(message)
+
+    def close(self) -> None:
+        """Erase the progress line of a terminal."""
+        self._line.close()
 
 
 def _clock_time(seconds: float) -> str:
@@ -315,7 +356,7 @@ async def replay_file(
     await producer.start()
     started = time.monotonic()
     try:
-        await _produce(
+        await produce_lines(
             producer,
             settings.topic_events,
             read_records(path, chosen, keys),
@@ -331,29 +372,29 @@ async def replay_file(
     return report
 
 
-async def _produce(
+async def produce_lines(
     producer: AIOKafkaProducer,
     topic: str,
-    lines: Iterator[tuple[int, list[Record] | Skip]],
+    lines: Iterable[tuple[int, list[Record] | Skip]],
     report: ReplayReport,
     pacer: Pacer,
-    progress: Progress,
-    offset: float,
+    progress: ProgressView,
+    offset: float = 0.0,
 ) -> None:
+    """Send the lines' records and wait for the broker's acknowledgement of every one."""
     pending: list[asyncio.Future[Any]] = []
-    reported = 0
     try:
         for lineno, result in lines:
             if isinstance(result, Skip):
                 if result.informational:
                     report.not_mapped[result.reason] += 1
                     continue
+                reported = report.skipped.total()
                 report.skipped[result.reason] += 1
                 if reported < REPORT_LIMIT:
                     progress.note(f"{report.path}:{lineno}: skipped: {result.reason}")
                 elif reported == REPORT_LIMIT:
                     progress.note("further skipped lines are only counted in the summary")
-                reported += 1
                 continue
             for record in result:
                 if offset:
@@ -394,6 +435,9 @@ _EPILOG = """\
 For history, run the processor with CALLSTREAM_CLOCK=event, so that its windows follow
 the events' time rather than the wall clock; or replay with --shift-to-now to a processor
 on the default CALLSTREAM_CLOCK=wall.
+
+A live Asterisk queue_log: callstream replay --follow /var/log/asterisk/queue_log
+(see "Feeding a live Asterisk" in the README).
 
 exit status: 0 done (skipped lines included), 1 Kafka failed, 2 FILE missing or unreadable"""
 
@@ -458,15 +502,41 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "asks to be called back: call.callback_accepted; other keys: call.abandoned. "
         "Default: none",
     )
+    parser.add_argument(
+        "--follow",
+        action="store_true",
+        help="keep FILE open and send lines as they are written, as tail -F reads a live "
+        "Asterisk queue_log: through rotation and truncation, until SIGTERM or Ctrl-C. Its "
+        "position is saved once Kafka acknowledged the lines, so a restart resumes where it "
+        "stopped, sending no line twice and skipping none. No --speed or --shift-to-now",
+    )
+    parser.add_argument(
+        "--state",
+        type=Path,
+        metavar="STATE",
+        help="with --follow: the file keeping the position; default .NAME.callstream-position "
+        "next to FILE (its directory must then be writable)",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``callstream replay``; returns the exit status."""
     path: Path = args.file
+    if args.follow and (args.speed or args.shift_to_now):
+        print("callstream replay: --follow sends lines as they are written: "
+              "--speed and --shift-to-now do not apply", file=sys.stderr)
+        return 2
+    if args.state and not args.follow:
+        print("callstream replay: --state is the position of --follow", file=sys.stderr)
+        return 2
     if not path.is_file():
         print(f"callstream replay: {path}: no such file", file=sys.stderr)
         return 2
+    if args.follow:
+        from .follow import run_follow  # follow builds on this module: imported when needed
+
+        return run_follow(args)
     settings = Settings()
     try:
         report = asyncio.run(
