@@ -126,7 +126,8 @@ class GuardedProcessor(InProcessProcessor):
 
     async def ready(self) -> bool:
         try:
-            response = await _get(self.url + "/readyz", self.settings.http_token)
+            response = await _get(self.url + "/readyz",
+                                  self.settings.http_token.get_secret_value())
         except aiohttp.ClientError:
             return False
         return response.status == 200
