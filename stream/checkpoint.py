@@ -16,6 +16,7 @@ Kafka's commit is last, and Redis holds the applied offsets whatever happens to 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -24,6 +25,7 @@ from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from redis.exceptions import RedisError
 
 from .batching import DeadLetter, PreparedBatch
 from .outage import Outage
@@ -93,8 +95,11 @@ class Checkpoint:
         try:
             results = await self.store.apply(batch.state, rules, now_ms, on_failed)
         except RedisWentBack:
-            # The shards that did apply kept their facts: hand them on now, not later.
-            await relay(self.store, self.handlers, batch.state.caller_facts, now_ms)
+            # The shards that did apply kept their facts: hand them on now, not later (or,
+            # should Redis fail again meanwhile, by the janitor); what Redis lost must be
+            # read again whatever happens here.
+            with contextlib.suppress(RedisError, OSError):
+                await relay(self.store, self.handlers, batch.state.caller_facts, now_ms)
             raise
         await relay(self.store, self.handlers, batch.state.caller_facts, now_ms)
         for hook in self.hooks:
