@@ -40,6 +40,7 @@ from stream.callbacks import Callbacks
 from stream.config import Policy, Settings
 from stream.consume import Consumer
 from stream.health import Health
+from stream.hub import SnapshotHub
 from stream.journeys import JourneyHandler
 from stream.kafka_io import all_topics, ensure_topics, make_producer
 from stream.metrics import build_registry
@@ -47,7 +48,6 @@ from stream.snapshots import bucket_windows, iso
 from stream.state.journeys import JourneyStore
 from stream.state.keys import KeySpace
 from stream.state.store import StateStore
-from stream.web.hub import SnapshotHub
 
 REDIS_URL = os.environ.get("CALLSTREAM_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 

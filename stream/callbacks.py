@@ -29,6 +29,7 @@ from redis.exceptions import RedisError
 
 from .config import CallbackHours, Policy, QueuePolicy, Settings
 from .events import CallbackAttempt
+from .hub import SnapshotHub
 from .kafka_io import make_producer
 from .publish_once import OncePublisher
 from .state.batch import CallerFact, StateBatch
@@ -36,7 +37,6 @@ from .state.offers import Crossing, OfferStore
 from .state.outgoing import Outgoing
 from .state.store import StateStore
 from .timefmt import rfc3339
-from .web.hub import SnapshotHub
 
 log = logging.getLogger(__name__)
 #: How often crossings are looked for: an offer goes out well within 1 s of its crossing.

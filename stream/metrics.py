@@ -20,7 +20,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from .figures import AGENT_STATES, ALERT_KINDS, OUTCOMES
-from .web.hub import SnapshotHub
+from .hub import SnapshotHub
 
 _RATIOS = (
     ("callstream_queue_service_level_ratio", "service_level",

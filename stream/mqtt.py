@@ -26,8 +26,8 @@ import aiomqtt
 
 from .config import Settings
 from .errors import ConfigError
+from .hub import SnapshotHub
 from .outage import Outage
-from .web.hub import SnapshotHub
 
 log = logging.getLogger(__name__)
 

@@ -21,6 +21,7 @@ from .config import Policy, Settings
 from .consume import Consumer
 from .errors import ConfigError
 from .health import Health, watch
+from .hub import SnapshotHub
 from .janitor import sweep_forever
 from .journeys import JourneyHandler, keep_journeys
 from .kafka_io import KafkaProbe, all_topics, ensure_topics
@@ -34,7 +35,6 @@ from .state.keys import KeySpace
 from .state.store import StateStore
 from .waiting_calls import WaitingCalls
 from .web.app import build_app
-from .web.hub import SnapshotHub
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

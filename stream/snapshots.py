@@ -17,13 +17,13 @@ from .agent_figures import agent_snapshots
 from .config import STAFFING_WINDOW_SECONDS, TREND_WINDOW_SECONDS, Policy, Settings
 from .figures import agents_by_queue, queue_snapshot
 from .health import Health
+from .hub import Snapshot, SnapshotHub
 from .journeys import journey_figures
 from .outage import Outage
 from .state.journeys import JourneyStore
 from .state.store import StateStore
 from .timefmt import rfc3339 as iso
 from .waiting_calls import WaitingCalls
-from .web.hub import Snapshot, SnapshotHub
 
 log = logging.getLogger(__name__)
 REFRESH_SECONDS = 0.5

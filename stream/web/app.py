@@ -13,10 +13,10 @@ from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from ..health import Health
+from ..hub import SnapshotHub
 from ..journeys import masked
 from ..waiting_calls import WaitingCalls
 from . import wallboard
-from .hub import SnapshotHub
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _OPEN_PATHS = ("/healthz",)

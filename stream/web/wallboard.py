@@ -23,7 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from ..figures import OUTCOMES
-from .hub import Snapshot, SnapshotHub
+from ..hub import Snapshot, SnapshotHub
 
 WALLBOARD_PATH = "/wallboard"
 EVENTS_PATH = "/wallboard/events"

@@ -29,8 +29,8 @@ import pytest
 from stream.broker import free_port
 from stream.config import Settings
 from stream.errors import ConfigError
+from stream.hub import SnapshotHub
 from stream.mqtt import MqttPublisher, MqttTarget, parse_mqtt_url
-from stream.web.hub import SnapshotHub
 
 HOST = "127.0.0.1"
 PORT = 1883
@@ -449,7 +449,7 @@ CHILD = """
 import asyncio, sys
 from stream.config import Settings
 from stream.mqtt import MqttPublisher
-from stream.web.hub import SnapshotHub
+from stream.hub import SnapshotHub
 
 async def main():
     settings = Settings(mqtt_url=sys.argv[1], mqtt_prefix=sys.argv[2], instance="edge-3")

@@ -26,7 +26,7 @@ import pytest
 from aiohttp import web
 from playwright.async_api import Browser, Page, async_playwright, expect
 
-from stream.web.hub import Snapshot, SnapshotHub
+from stream.hub import Snapshot, SnapshotHub
 from stream.web.wallboard import (
     EVENTS_PATH,
     HEARTBEAT_SECONDS,

@@ -15,8 +15,8 @@ from playwright.async_api import async_playwright, expect
 from prometheus_client import CollectorRegistry
 
 from stream.health import Health
+from stream.hub import SnapshotHub
 from stream.web.app import build_app
-from stream.web.hub import SnapshotHub
 
 pytestmark = pytest.mark.browser
 

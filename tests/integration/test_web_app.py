@@ -15,8 +15,8 @@ from prometheus_client import CollectorRegistry
 
 from stream.broker import free_port
 from stream.health import Health
+from stream.hub import SnapshotHub
 from stream.web.app import COOKIE_NAME, build_app
-from stream.web.hub import SnapshotHub
 
 TOKEN = "s3cret-token"
 
