@@ -53,11 +53,13 @@ class OncePublisher:
         self.topic, self.channel, self.instance = topic, channel, instance
         self.on_sent = on_sent
         self.claim_ms = claim_ms
+        self._server_ids: frozenset[str] | None = None
 
     async def tick(self, queue_ids: list[str], now_ms: int | None = None) -> list[Outgoing]:
         """Claim what is due on these queues, send it, confirm it; returns what was sent
         (or found already sent)."""
         now = int(time.time() * 1000) if now_ms is None else now_ms
+        await self._notice_restart()
         claimed = await self.store.claim_outgoing(queue_ids, self.channel, now,
                                                   self.instance, self.claim_ms, CLAIM_LIMIT)
         if not claimed:
@@ -85,6 +87,14 @@ class OncePublisher:
             for message in claimed:
                 self.on_sent(message)
         return claimed
+
+    async def _notice_restart(self) -> None:
+        """A Redis restarted or failed over may have lost the confirmations of messages
+        already sent: distrust every claim from now, before the consumer notices."""
+        ids = await self.store.server_ids()
+        if self._server_ids is not None and ids != self._server_ids:
+            self.store.went_back_at_ms = int(time.time() * 1000)
+        self._server_ids = ids
 
     async def run(self, stop: asyncio.Event, queue_ids: Callable[[], list[str]]) -> None:
         """Tick until ``stop`` is set; Redis or Kafka trouble only delays the messages."""
