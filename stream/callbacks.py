@@ -155,10 +155,11 @@ class Callbacks:
         now = await self.now_ms()
         candidates: list[Candidate] = []
         answered: list[str] = []
+        ewts = self._ewts()
         for fact in facts:
             policy = self.policy.for_queue(fact.queue_id)
             if fact.what == "queued" and now - fact.ts_ms < EWT_FRESH_MS:
-                ewt = self._ewt(fact.queue_id)
+                ewt = ewts.get(fact.queue_id)
                 if ewt is not None and ewt > policy.callback_ewt_seconds:
                     candidates.append(Candidate("ewt_threshold", fact.queue_id, fact.call_id,
                                                 fact.caller, 0, fact.ts_ms))
@@ -181,12 +182,11 @@ class Callbacks:
 
     # -- deciding ----------------------------------------------------------------------------
 
-    def _ewt(self, queue_id: str) -> float | None:
-        for queue in self.hub.snapshot["queues"]:
-            if queue["queue_id"] == queue_id:
-                value = queue.get("ewt_seconds")
-                return None if value is None else float(value)
-        return None
+    def _ewts(self) -> dict[str, float]:
+        """queue_id -> its estimated wait (s) in the last snapshot, where it has one."""
+        return {queue["queue_id"]: float(queue["ewt_seconds"])
+                for queue in self.hub.snapshot["queues"]
+                if queue.get("ewt_seconds") is not None}
 
     async def _decide(self, candidates: list[Candidate], now_ms: int) -> None:
         """Opt-out and hours, then the callers' side, then the queues' side (which makes
@@ -236,7 +236,7 @@ class Callbacks:
             "queue_id": c.queue_id, "caller": c.caller,
             "wait_seconds": round(c.wait_ms / 1000, 3),
             "position": position if live else None,
-            "ewt_seconds": self._ewt(c.queue_id) if live else None,
+            "ewt_seconds": self._ewts().get(c.queue_id) if live else None,
             "attempt": 1, "ts": rfc3339(due_ms),
         }
         return {"offer_id": offer_id, "msg_id": f"{offer_id}:1", "kind": c.kind,

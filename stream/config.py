@@ -11,6 +11,7 @@ import re
 import socket
 import tomllib
 from datetime import time
+from functools import cache
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -170,6 +171,7 @@ class CallbackHours(BaseModel):
     end_minute: int
 
     @classmethod
+    @cache  # asked for every callback candidate
     def parse(cls, text: str) -> CallbackHours:
         match = re.match(r"^(\d\d):(\d\d)-(\d\d):(\d\d)$", text)
         if not match:

@@ -41,7 +41,8 @@ class JourneyHandler:
 
     async def take(self, facts: list[CallerFact], now_ms: int) -> None:
         ops = [JourneyOp(f.caller, _OPS[f.what], f.token, f.queue_id, f.ts_ms, f.wait_ms,
-                         round(self.policy.for_queue(f.queue_id).short_abandon_seconds * 1000))
+                         round(self.policy.for_queue(f.queue_id).short_abandon_seconds * 1000),
+                         f.box)
                for f in facts if f.what in _OPS]
         await self.state.take(ops, now_ms)
 

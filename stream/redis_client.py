@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
+from redis.connection import HiredisRespSerializer
 
 from .errors import ConfigError
 
@@ -58,6 +59,37 @@ def redis_options() -> dict[str, Any]:
             "socket_connect_timeout": CONNECT_TIMEOUT_SECONDS}
 
 
+_PACKER = HiredisRespSerializer()
+_PACKED: dict[type[Any], type[Any]] = {}
+
+
+def _hiredis_packed(cls: type[Any]) -> type[Any]:
+    """``cls`` with its commands packed by hiredis: redis-py's asyncio client packs them in
+    Python, about 1.5 µs per argument, which the hot path's many-key scripts feel."""
+    if cls not in _PACKED and not issubclass(cls, tuple(_PACKED.values())):
+
+        class Packed(cls):  # type: ignore[misc]
+            def pack_command(self, *args: Any) -> list[bytes]:
+                packed: list[bytes] = _PACKER.pack(*args)
+                return packed
+
+        Packed.__name__ = f"HiredisPacked{cls.__name__}"
+        _PACKED[cls] = Packed
+    return _PACKED.get(cls, cls)
+
+
+def _pack_with_hiredis(client: Redis) -> None:
+    if isinstance(client, aioredis.RedisCluster):
+        kwargs = client.nodes_manager.connection_kwargs
+        kwargs["connection_class"] = _hiredis_packed(kwargs.get("connection_class",
+                                                                aioredis.Connection))
+        for node in client.get_nodes():
+            node.connection_class = _hiredis_packed(node.connection_class)
+    else:
+        pool = client.connection_pool
+        pool.connection_class = _hiredis_packed(pool.connection_class)
+
+
 async def connect_redis(url: str, *, decode_responses: bool = True) -> Redis:
     """A client for the Redis at ``url``, or for its Cluster when ``url`` names a Cluster
     node; every call has a timeout. Raises ``ConfigError`` for a malformed URL and
@@ -65,12 +97,14 @@ async def connect_redis(url: str, *, decode_responses: bool = True) -> Redis:
     check_redis_url(url)
     client: Redis = aioredis.Redis.from_url(url, decode_responses=decode_responses,
                                             **redis_options())
+    _pack_with_hiredis(client)
     try:
         info = await client.info("cluster")
         if info.get("cluster_enabled"):
             await client.aclose()
             client = aioredis.RedisCluster.from_url(url, decode_responses=decode_responses,
                                                     **redis_options())
+            _pack_with_hiredis(client)
             await client.initialize()
     except BaseException:
         await client.aclose()

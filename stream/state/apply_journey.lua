@@ -9,9 +9,9 @@
 --          X the miss at ts_ms on queue_id may be lost (no token; now ≥ ts + day)
 -- Returns a JSON list, one per key, of what the queues' keys must record
 -- (journey_queue.lua):
---   [queue_id, token, kind, ts, at, recovery_ms]  kind: c an offered call with a caller
---   (r: and a repeat call), m a missed caller (miss at ts), R recovered (the miss at ts,
---   answered at `at`), L lost (the miss at ts, lost at `at`)
+--   [queue_id, token, kind, ts, at, recovery_ms]  kind: r a repeat call, m a missed
+--   caller (miss at ts), R recovered (the miss at ts, answered at `at`), L lost (the miss
+--   at ts, lost at `at`); a first call (c) needs nothing more: apply_queue.lua counted it
 --
 -- The journey is one hash (listpack-small), written once at the end:
 --   :j  q last queued ts; a the answers' ts of the last day (comma-separated);
@@ -45,7 +45,7 @@ local function journey(key, ops)
   -- The decisions a fact made, from its stored mark (first time or again).
   local function replay(queue, token, ts, decision)
     local kind = string.sub(decision, 1, 1)
-    if kind == 'c' or kind == 'r' or kind == 'm' then
+    if kind == 'r' or kind == 'm' then
       out[#out + 1] = {queue, token, kind, ts, ts, 0}
     elseif kind == 'R' then  -- a miss answered before it was applied: recovered at once
       local at = tonumber(string.sub(decision, 2))

@@ -6,6 +6,7 @@
 --                        cb_wait_ms (the callback wait threshold, or null: off),
 --                        reach: {"<window_s>": seconds its buckets must reach back, where
 --                        longer than the window (the alert baseline)},
+--                        jw_bucket_ms (the bucket of the journey counts, journey_queue.lua),
 --                        expect: {source -> the last offset this instance applied here}}
 -- ARGV[2]  JSON rows: [[source, offset, token, kind, call_id, ts_ms, caller, priority,
 --                      agent_id, result?], ...]  result: a callback attempt's only
@@ -14,7 +15,7 @@
 --          C callback accepted, T transfer out, E ended, K callback attempt
 -- Returns a string with one result letter per row: a applied, d duplicate, c conflict,
 -- o orphan; then, when any leg with a caller changed, a newline and the JSON list of
--- those caller facts (below). Two refusals write nothing at all:
+-- those caller facts (below), as the outbox holds them. Two refusals write nothing at all:
 --   "R" .. JSON {source: stored offset}  the stored offsets are behind `expect`: this
 --        Redis lost writes it had acknowledged (a failover, an AOF cut); read them again
 --   error "CSAPPLY <row> <why>"  row <row> (1-based) cannot be applied
@@ -29,7 +30,8 @@
 --             state W waiting, A answered (handle time running), X closed; times in ms;
 --             agent: the agent who answered;
 --             hour: the hour of the last legidx entry; tokens: the dedup tokens of the
---             events the leg applied, each followed by NUL
+--             events the leg applied, each between NULs ("\0t1\0t2\0"; records written
+--             before had no leading NUL)
 --   :legidx   zset call_id -> a time (ms) at most 1 h before the leg's last touch;
 --             legs idle past leg_ttl_ms are forgotten
 --   :waiting  zset call_id -> queued ts (ms)
@@ -45,11 +47,17 @@
 --   :seen     string: the wall time (ms) of the last batch, for forgetting idle queues
 --   :cbwait   zset "caller|queued_ms|call_id" -> when its wait reaches cb_wait_ms: the
 --             waiting calls with a caller, for wait-threshold callback offers (cb_due.lua)
---   :facts    hash token -> JSON [token, what, call_id, ts, caller, wait_ms]: what a leg
---             with a caller did (queued, answered, abandoned, accepted; reached: a
---             callback attempt for the leg was answered), kept until the
---             caller's own keys (another slot) have taken it: an outbox, written here in
---             the same atomic step as the state it describes
+--   :facts    hash box -> JSON list of [token, what, call_id, ts, caller, wait_ms]: what
+--             the legs with a caller did in one call of this script (queued, answered,
+--             abandoned, accepted; reached: a callback attempt for the leg was answered),
+--             kept until the callers' own keys (other slots) have taken it: an outbox,
+--             written here in the same atomic step as the state it describes; box: the
+--             token of its first fact
+--   :jw       hash "<bucket>:c" -> offered calls with a caller (contract §2 journeys; the
+--             other journey counts are journey_queue.lua's)
+--
+-- Within one call, a leg's moves in and out of the waiting sets are netted: a call that
+-- waits and is answered within the batch (a replay, a catch-up) touches none of them.
 
 local prefix = KEYS[1]
 local cfg = cjson.decode(ARGV[1])
@@ -71,8 +79,11 @@ local totals = {}
 local results = {}
 local legs = {}      -- call_id -> leg (false: no leg), read once, written at the end
 local touched = {}   -- call_ids whose leg changed, in order
-local waiting_ops = {}  -- {call_id, ts, or false: it leaves}, in order
+local raw_legs = {}  -- call_id -> its stored record (false: none), read in one go
+local was_waiting = {}  -- call_id -> {q, caller, priority} of a leg waiting when read
+local moved = {}     -- call_ids whose waiting may have changed, in order (no repeats)
 local facts = {}     -- caller facts, in order
+local offered_with_caller = {}  -- journey bucket -> offered calls with a caller
 local hour = math.floor(now / 3600000)
 local bucket_seconds = {}
 for _, w in ipairs(cfg.windows) do bucket_seconds[w[1]] = w[2] end
@@ -109,7 +120,9 @@ end
 
 -- Count a figure in every window's bucket for time ts (and in the totals, for outcomes).
 local function count(ts, figure, amount, outcome)
-  for _, b in ipairs(slots_for(ts)) do
+  local s = slots_for(ts)
+  for i = 1, #s do
+    local b = s[i]
     b[figure] = (b[figure] or 0) + amount
   end
   if outcome then
@@ -120,7 +133,8 @@ end
 local function read_leg(call_id)
   local leg = legs[call_id]
   if leg ~= nil then return leg or nil end
-  local raw = redis.call('HGET', legs_key, call_id)
+  local raw = raw_legs[call_id]
+  if raw == nil then raw = redis.call('HGET', legs_key, call_id) end
   if not raw then
     legs[call_id] = false
     return nil
@@ -137,26 +151,42 @@ local function read_leg(call_id)
          hour = tonumber(h), stored_hour = tonumber(h), tokens = tokens}
   if caller ~= '' then leg.caller = caller end
   if agent ~= '' then leg.agent = agent end
+  if tokens ~= '' and string.byte(tokens, 1) ~= 0 then leg.tokens = '\0' .. tokens end
+  if st == 'W' then
+    was_waiting[call_id] = {q = leg.q, caller = leg.caller, priority = leg.priority}
+  end
   legs[call_id] = leg
   return leg
 end
 
 local function has_token(leg, token)
-  return string.find('\0' .. leg.tokens, '\0' .. token .. '\0', 1, true) ~= nil
+  return string.find(leg.tokens, '\0' .. token .. '\0', 1, true) ~= nil
 end
 
 -- Record the leg's new state with the token of the event it has just applied.
 local function write_leg(call_id, leg, old, token)
-  leg.tokens = (old and old.tokens or '') .. token .. '\0'
+  leg.tokens = (old and old.tokens or '\0') .. token .. '\0'
   leg.stored_hour = old and old.stored_hour
   legs[call_id] = leg
   touched[#touched + 1] = call_id
+end
+
+-- The leg's waiting may change: its sets are brought in line once, at the end.
+local function may_move(call_id)
+  if not moved[call_id] then
+    moved[call_id] = true
+    moved[#moved + 1] = call_id
+  end
 end
 
 -- What a leg with a caller did, for the caller's journey and callback offers.
 local function fact(token, what, call_id, ts, caller, wait)
   if cfg.facts and caller ~= nil then
     facts[#facts + 1] = {token, what, call_id, ts, caller, wait or cjson.null}
+    if what == 'queued' then
+      local bucket = math.floor(ts / cfg.jw_bucket_ms)
+      offered_with_caller[bucket] = (offered_with_caller[bucket] or 0) + 1
+    end
   end
 end
 
@@ -177,18 +207,12 @@ local function ranked_member(call_id, ts)
   return '1' .. string.format('%018.0f', ts) .. '|' .. call_id
 end
 
-local function stop_waiting(call_id, leg)
-  waiting_ops[#waiting_ops + 1] = {call_id, false, cb_member(call_id, leg),
-                                   ranked_member(call_id, leg.q)}
-end
-
 local function start_visit(call_id, ts, caller, priority, old, token)
   count(ts, 'offered', 1, true)
   local leg = {st = 'W', q = ts, caller = caller, priority = priority}
   write_leg(call_id, leg, old, token)
   fact(token, 'queued', call_id, ts, caller, nil)
-  waiting_ops[#waiting_ops + 1] = {call_id, ts, cb_member(call_id, leg),
-                                   ranked_member(call_id, ts), -(priority or 0)}
+  may_move(call_id)
 end
 
 -- A wait or handle time that comes out negative counts as 0; none is longer than a
@@ -265,7 +289,7 @@ local function apply(token, kind, call_id, ts, caller, priority, agent, result)
   if leg.st == 'W' then
     if arriving then return 'c' end
     local wait = span(leg.q, ts)
-    stop_waiting(call_id, leg)
+    may_move(call_id)
     if kind == 'A' then
       count(ts, 'answered', 1, true)
       count_agent_answered(ts, agent)
@@ -324,34 +348,46 @@ end
 if behind ~= nil then return 'R' .. cjson.encode(behind) end
 
 -- Phase 1: work out every row; nothing is written to Redis yet.
-for i, e in ipairs(rows) do
-  local source, offset = e[1], e[2]
-  local redelivered = false
-  local ok, result = pcall(function()
+local wanted, seen_ids = {}, {}
+for _, e in ipairs(rows) do
+  local call_id = e[5]
+  if type(call_id) == 'string' and not seen_ids[call_id] then
+    seen_ids[call_id] = true
+    wanted[#wanted + 1] = call_id
+  end
+end
+for first = 1, #wanted, 1000 do
+  local last = math.min(first + 999, #wanted)
+  local found = redis.call('HMGET', legs_key, unpack(wanted, first, last))
+  for i = first, last do raw_legs[wanted[i]] = found[i - first + 1] end
+end
+
+local row = 0
+local ok, failure = pcall(function()
+  for i, e in ipairs(rows) do
+    row = i
+    local source, offset = e[1], e[2]
     if type(source) ~= 'string' or type(offset) ~= 'number' then error('bad position') end
     if offset <= stored_offset(source) then
-      redelivered = true
-      return 'd'  -- redelivered: this offset was applied before
+      results[i] = 'd'  -- redelivered: this offset was applied before
+    else
+      local caller, priority = e[7], e[8]
+      if caller == cjson.null then caller = nil end
+      if priority == cjson.null then priority = nil end
+      if caller ~= nil and not string.match(caller, '^%d+$') then error('bad caller') end
+      if priority ~= nil and (type(priority) ~= 'number' or priority ~= math.floor(priority)
+          or math.abs(priority) > 2147483648) then
+        error('bad priority')
+      end
+      local agent = e[9]
+      if agent == cjson.null then agent = nil end
+      results[i] = apply(e[3], e[4], e[5], e[6], caller, priority, agent, e[10])
+      if (applied_offsets[source] or -1) < offset then applied_offsets[source] = offset end
     end
-    local caller, priority = e[7], e[8]
-    if caller == cjson.null then caller = nil end
-    if priority == cjson.null then priority = nil end
-    if caller ~= nil and not string.match(caller, '^%d+$') then error('bad caller') end
-    if priority ~= nil and (type(priority) ~= 'number' or priority ~= math.floor(priority)
-        or math.abs(priority) > 2147483648) then
-      error('bad priority')
-    end
-    local agent = e[9]
-    if agent == cjson.null then agent = nil end
-    return apply(e[3], e[4], e[5], e[6], caller, priority, agent, e[10])
-  end)
-  if not ok then
-    return redis.error_reply('CSAPPLY ' .. i .. ' ' .. tostring(result))
   end
-  if not redelivered and (applied_offsets[source] or -1) < offset then
-    applied_offsets[source] = offset
-  end
-  results[i] = result
+end)
+if not ok then
+  return redis.error_reply('CSAPPLY ' .. row .. ' ' .. tostring(failure))
 end
 
 -- Phase 2: write what phase 1 decided.
@@ -361,33 +397,68 @@ for source, offset in pairs(applied_offsets) do
   redis.call('HSET', offsets_key, source, int(offset))
 end
 
-local written = {}
+-- Many fields per command: a command costs more than a field.
+local function in_chunks(command, key, args)
+  for first = 1, #args, 1000 do
+    redis.call(command, key, unpack(args, first, math.min(first + 999, #args)))
+  end
+end
+
+local written, leg_fields, legidx_args = {}, {}, {}
 for _, call_id in ipairs(touched) do
   if not written[call_id] then
     written[call_id] = true
     local leg = legs[call_id]
     if leg.stored_hour ~= hour then
-      redis.call('ZADD', legidx_key, int(now), call_id)
+      legidx_args[#legidx_args + 1] = int(now)
+      legidx_args[#legidx_args + 1] = call_id
     end
-    redis.call('HSET', legs_key, call_id, leg.st .. '|' .. (leg.q and int(leg.q) or '') ..
+    leg_fields[#leg_fields + 1] = call_id
+    leg_fields[#leg_fields + 1] = leg.st .. '|' .. (leg.q and int(leg.q) or '') ..
       '|' .. (leg.d and int(leg.d) or '') .. '|' .. (leg.a and int(leg.a) or '') .. '|' ..
       (leg.caller or '') .. '|' .. (leg.priority and int(leg.priority) or '') .. '|' ..
-      (leg.agent or '') .. '|' .. hour .. '|' .. leg.tokens)
+      (leg.agent or '') .. '|' .. hour .. '|' .. leg.tokens
   end
 end
+in_chunks('HSET', legs_key, leg_fields)
+in_chunks('ZADD', legidx_key, legidx_args)
 
-for _, op in ipairs(waiting_ops) do
-  if op[2] then
-    redis.call('ZADD', waiting_key, int(op[2]), op[1])
-    redis.call('ZADD', ranked_key, int(op[5]), op[4])
-    if op[3] then redis.call('ZADD', prefix .. ':cbwait', int(op[2] + cfg.cb_wait_ms), op[3]) end
-  else
-    redis.call('ZREM', waiting_key, op[1])
-    redis.call('ZREM', ranked_key, op[4])
-    if op[3] then redis.call('ZREM', prefix .. ':cbwait', op[3]) end
+-- Each moved leg's waiting sets, from how it was to how it is.
+local gone = {waiting = {}, ranked = {}, cbwait = {}}
+local added = {waiting = {}, ranked = {}, cbwait = {}}
+local function push(t, a, b) t[#t + 1] = a; if b ~= nil then t[#t + 1] = b end end
+for _, call_id in ipairs(moved) do
+  local before = was_waiting[call_id]
+  local leg = legs[call_id]
+  local after = leg and leg.st == 'W' and leg or nil
+  if not (before and after and before.q == after.q and before.caller == after.caller
+          and before.priority == after.priority) then
+    if before then
+      if not after then push(gone.waiting, call_id) end
+      push(gone.ranked, ranked_member(call_id, before.q))
+      local member = cb_member(call_id, before)
+      if member then push(gone.cbwait, member) end
+    end
+    if after then
+      push(added.waiting, int(after.q), call_id)
+      push(added.ranked, int(-(after.priority or 0)), ranked_member(call_id, after.q))
+      local member = cb_member(call_id, after)
+      if member then push(added.cbwait, int(after.q + cfg.cb_wait_ms), member) end
+    end
   end
 end
-if #waiting_ops > 0 then redis.call('INCR', prefix .. ':wgen') end
+local waiting_changed = false
+for _, set in ipairs({'waiting', 'ranked', 'cbwait'}) do
+  if #gone[set] > 0 then
+    in_chunks('ZREM', prefix .. ':' .. set, gone[set])
+    waiting_changed = true
+  end
+  if #added[set] > 0 then
+    in_chunks('ZADD', prefix .. ':' .. set, added[set])
+    waiting_changed = true
+  end
+end
+if waiting_changed then redis.call('INCR', prefix .. ':wgen') end
 
 for _, id in ipairs(bucket_order) do
   local window = tonumber(string.match(id, '^(%d+):'))
@@ -403,8 +474,13 @@ for outcome, amount in pairs(totals) do
   redis.call('HINCRBY', totals_key, outcome, int(amount))
 end
 redis.call('SET', prefix .. ':seen', int(now))
-for _, f in ipairs(facts) do
-  redis.call('HSET', prefix .. ':facts', f[1], cjson.encode(f))
+local encoded_facts = nil
+if #facts > 0 then
+  encoded_facts = cjson.encode(facts)
+  redis.call('HSET', prefix .. ':facts', facts[1][1], encoded_facts)
+end
+for bucket, n in pairs(offered_with_caller) do
+  redis.call('HINCRBY', prefix .. ':jw', int(bucket) .. ':c', n)
 end
 
 -- Forget legs idle past the horizon (sweep_queue.lua does it for queues with no batch).
@@ -418,7 +494,7 @@ for _, call_id in ipairs(stale) do
   redis.call('ZREM', legidx_key, call_id)
 end
 
-if #facts > 0 then
-  return table.concat(results) .. '\n' .. cjson.encode(facts)
+if encoded_facts then
+  return table.concat(results) .. '\n' .. encoded_facts
 end
 return table.concat(results)

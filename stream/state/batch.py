@@ -56,12 +56,16 @@ class CallerFact:
     ts_ms: int
     caller: str
     wait_ms: int | None
+    #: the outbox entry holding it (the facts of one script call share one)
+    box: str
 
     @classmethod
-    def from_json(cls, queue_id: str, raw: list[Any]) -> CallerFact:
-        token, what, call_id, ts, caller, wait = raw
-        return cls(queue_id, token, what, call_id, int(ts), caller,
-                   None if wait is None else int(wait))
+    def boxed(cls, queue_id: str, raw: list[list[Any]]) -> list[CallerFact]:
+        """The facts of one outbox entry (a JSON list of facts; its box: the first's token)."""
+        box = raw[0][0]
+        return [cls(queue_id, token, what, call_id, int(ts), caller,
+                    None if wait is None else int(wait), box)
+                for token, what, call_id, ts, caller, wait in raw]
 
 
 @dataclass(slots=True)

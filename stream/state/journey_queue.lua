@@ -3,12 +3,15 @@
 --
 -- KEYS[1]  the queue's key prefix, e.g. "cs:{q:sales}"
 -- ARGV[1]  JSON config: {bucket_ms, day_ms}
--- ARGV[2]  JSON list of [caller, queue_id, token, kind, ts, at, recovery_ms]
---          (apply_journey.lua's answers, with their caller first)
+-- ARGV[2]  JSON list of [caller, queue_id, token, kind, ts, at, recovery_ms, box]
+--          (apply_journey.lua's answers, with their caller first and the outbox entry
+--          of their fact last)
 --
 -- Each kind is recorded once, however often it comes:
---   c, r  counted only while its fact is still in :facts and not yet in :jmark (the
---         fact leaves :facts once every handler has taken it)
+--   r     counted only while its fact's box is still in :facts and its token not yet in
+--         :jmark (the box leaves :facts, and its tokens :jmark, once every handler has
+--         taken it: facts_taken.lua); offered calls with a caller (c) are counted by
+--         apply_queue.lua
 --   m     the caller joins :missed, unless :jdone says this miss is resolved already
 --   R, L  resolve the caller's miss at ts: counted unless :jdone holds ts or later, so
 --         a resolution that comes before its miss, or twice, counts once; an R for the
@@ -93,12 +96,11 @@ end
 
 for _, e in ipairs(rows) do
   local caller, token, kind, ts, at, recovery = e[1], e[3], e[4], e[5], e[6], e[7]
-  if kind == 'c' or kind == 'r' then
-    if not marks[token] and redis.call('HEXISTS', prefix .. ':facts', token) == 1
+  if kind == 'r' then
+    if not marks[token] and redis.call('HEXISTS', prefix .. ':facts', e[8]) == 1
         and redis.call('SISMEMBER', prefix .. ':jmark', token) == 0 then
       marks[token] = true
-      add(ts, 'c', 1)
-      if kind == 'r' then add(ts, 'r', 1) end
+      add(ts, 'r', 1)
     end
   elseif kind == 'm' then
     if resolved(caller) < ts and open_miss(caller) < ts then

@@ -16,14 +16,13 @@ from typing import Any, cast
 
 from redis.crc import key_slot
 
+from .store import JOURNEY_BUCKET_MS as BUCKET_MS
 from .store import StateStore
 
 DAY_MS = 24 * 3600 * 1000
 #: A journey (and a caller number in it) is kept this long after its last fact: the day
 #: its misses may be recovered in, plus two hours for a late relay or callback.
 KEEP_MS = DAY_MS + 2 * 3600 * 1000
-#: The per-queue counts of the last day sit in buckets this long (at most 1/30 of it).
-BUCKET_MS = 30 * 60 * 1000
 #: Callers per journey script call on one Redis.
 CALLERS_PER_CALL = 100
 
@@ -40,6 +39,8 @@ class JourneyOp:
     ts_ms: int
     wait_ms: int | None = None
     short_ms: int = 0
+    #: the queue's outbox entry that holds the fact (a repeat call counts while it does)
+    box: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,11 +79,13 @@ class JourneyStore:
         replies = await self.store._scripts([
             ("apply_journey", tuple(self.keys.caller(c) for c in group), config,
              json.dumps([by_caller[c] for c in group])) for group in groups])
+        boxes = {op.token: op.box for op in ops}
         by_queue: dict[str, list[list[Any]]] = {}
         for group, reply in zip(groups, replies, strict=True):
             for caller, decisions in zip(group, json.loads(reply), strict=True):
                 for decision in decisions or ():  # cjson writes an empty list as {}
-                    by_queue.setdefault(decision[0], []).append([caller, *decision])
+                    by_queue.setdefault(decision[0], []).append(
+                        [caller, *decision, boxes.get(decision[1], "")])
         if by_queue:
             queue_config = json.dumps({"bucket_ms": BUCKET_MS, "day_ms": DAY_MS})
             await self.store._scripts([

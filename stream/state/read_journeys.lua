@@ -40,10 +40,5 @@ if cfg.prune then
     redis.call('HDEL', prefix .. ':jres', unpack(gone, i, math.min(i + 999, #gone)))
   end
   redis.call('ZREMRANGEBYSCORE', prefix .. ':jdone', '-inf', past)
-  for _, token in ipairs(redis.call('SMEMBERS', prefix .. ':jmark')) do
-    if redis.call('HEXISTS', prefix .. ':facts', token) == 0 then
-      redis.call('SREM', prefix .. ':jmark', token)
-    end
-  end
 end
 return cjson.encode(out)

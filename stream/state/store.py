@@ -41,10 +41,13 @@ LEG_TTL_MS = 25 * 3600 * 1000
 IDLE_MS = 24 * 3600 * 1000
 #: Buckets outlive their window by this much: events may be up to 5 min in the future.
 BUCKET_TTL_EXTRA_S = 360
+#: A queue's journey counts of the last day sit in buckets this long (at most 1/30 of it).
+JOURNEY_BUCKET_MS = 30 * 60 * 1000
 _SCRIPTS = ("apply_queue", "apply_agents", "read_queue", "raise_clock", "admit", "forget",
             "sweep_queue", "sweep_agents", "claim_out", "done_out", "cb_due", "cb_reserve",
             "cb_release", "cb_emit", "cb_refuse", "cb_attempt", "cb_cancel", "read_agents",
-            "alert_inputs", "alert_move", "apply_journey", "journey_queue", "read_journeys")
+            "alert_inputs", "alert_move", "apply_journey", "journey_queue", "read_journeys",
+            "facts_taken")
 #: How a script says that one row of its batch cannot be applied (see apply_queue.lua).
 _ROW_FAILED = "CSAPPLY "
 
@@ -225,8 +228,7 @@ class StateStore:
                 else:
                     letters[shard], _, facts = reply.partition("\n")
                     if facts:
-                        batch.caller_facts.extend(CallerFact.from_json(shard, f)
-                                                  for f in json.loads(facts))
+                        batch.caller_facts.extend(CallerFact.boxed(shard, json.loads(facts)))
                     for source, offset in batch.highest_offsets(shard).items():
                         key = (shard, source)
                         self._written[key] = max(self._written.get(key, -1), offset)
@@ -255,6 +257,7 @@ class StateStore:
             "windows": self.windows, "leg_ttl_ms": LEG_TTL_MS,
             "bucket_ttl_extra_s": BUCKET_TTL_EXTRA_S, "expect": expect,
             "facts": self.caller_facts, "reach": self.reach,
+            "jw_bucket_ms": JOURNEY_BUCKET_MS,
         }
         if rule.callback_wait_ms is not None:
             config["cb_wait_ms"] = rule.callback_wait_ms
@@ -337,18 +340,21 @@ class StateStore:
         for q in queue_ids:
             pipe.hvals(self.keys.queue(q) + ":facts")
         replies = await pipe.execute()
-        return [CallerFact.from_json(q, json.loads(raw))
-                for q, values in zip(queue_ids, replies, strict=True) for raw in values]
+        return [fact for q, boxes in zip(queue_ids, replies, strict=True) for raw in boxes
+                for fact in CallerFact.boxed(q, json.loads(raw))]
 
     async def drop_caller_facts(self, facts: list[CallerFact]) -> None:
-        """The callers' keys took these facts: they leave the outboxes."""
-        by_queue: dict[str, list[str]] = {}
+        """Every handler took these facts: their boxes leave the outboxes."""
+        by_queue: dict[str, tuple[set[str], set[str]]] = {}
         for fact in facts:
-            by_queue.setdefault(fact.queue_id, []).append(fact.token)
-        pipe = self.client.pipeline(transaction=False)
-        for q, tokens in by_queue.items():
-            pipe.hdel(self.keys.queue(q) + ":facts", *tokens)
-        await pipe.execute()
+            boxes, tokens = by_queue.setdefault(fact.queue_id, (set(), set()))
+            boxes.add(fact.box)
+            if fact.what == "queued":  # only these may have been counted as repeat calls
+                tokens.add(fact.token)
+        await self._scripts([
+            ("facts_taken", self.keys.queue(q),
+             json.dumps({"boxes": sorted(boxes), "tokens": sorted(tokens)}))
+            for q, (boxes, tokens) in by_queue.items()])
 
     # -- outgoing messages (see publish_once.py) -----------------------------------------
 
