@@ -40,9 +40,10 @@ class JourneyHandler:
         self.policy = policy
 
     async def take(self, facts: list[CallerFact], now_ms: int) -> None:
+        short_ms = {q: round(self.policy.for_queue(q).short_abandon_seconds * 1000)
+                    for q in {f.queue_id for f in facts}}
         ops = [JourneyOp(f.caller, _OPS[f.what], f.token, f.queue_id, f.ts_ms, f.wait_ms,
-                         round(self.policy.for_queue(f.queue_id).short_abandon_seconds * 1000),
-                         f.box)
+                         short_ms[f.queue_id], f.box)
                for f in facts if f.what in _OPS]
         await self.state.take(ops, now_ms)
 

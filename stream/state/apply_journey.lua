@@ -28,94 +28,96 @@ local writes = {}
 
 local function int(x) return string.format('%.0f', x) end
 
--- One caller's journey: its decisions; its writes are queued in `writes`.
-local function journey(key, ops)
-  local exists = redis.call('EXISTS', key) == 1
-  local j = {}
-  local flat = redis.call('HGETALL', key)
-  for i = 1, #flat, 2 do j[flat[i]] = flat[i + 1] end
-  local set, del = {}, {}
-  local out = {}
-  local newest = 0
+-- The caller being worked on: its journey fields as changed so far, the fields to set
+-- and to delete, and its answers (set by `journey` for each caller in turn).
+local j, set, del, out
 
-  local function put(field, value) j[field] = value; set[field] = value; del[field] = nil end
-  local function drop(field) j[field] = nil; del[field] = true; set[field] = nil end
-  local function num(field) local v = j[field]; return v and tonumber(v) end
+local function put(field, value) j[field] = value; set[field] = value; del[field] = nil end
+local function drop(field) j[field] = nil; del[field] = true; set[field] = nil end
+local function num(field) local v = j[field]; return v and tonumber(v) end
 
-  -- The decisions a fact made, from its stored mark (first time or again).
-  local function replay(queue, token, ts, decision)
-    local kind = string.sub(decision, 1, 1)
-    if kind == 'r' or kind == 'm' then
-      out[#out + 1] = {queue, token, kind, ts, ts, 0}
-    elseif kind == 'R' then  -- a miss answered before it was applied: recovered at once
-      local at = tonumber(string.sub(decision, 2))
-      out[#out + 1] = {queue, token, 'R', ts, at, at - ts}
-    elseif kind == 'A' then  -- an answer: the misses it recovered, ";queue=miss_ts" each
-      for q, m in string.gmatch(decision, ';([^=;]+)=(%-?%d+)') do
-        m = tonumber(m)
-        out[#out + 1] = {q, '', 'R', m, ts, ts - m}
-      end
+-- The decisions a fact made, from its stored mark (first time or again).
+local function replay(queue, token, ts, decision)
+  local kind = string.sub(decision, 1, 1)
+  if kind == 'r' or kind == 'm' then
+    out[#out + 1] = {queue, token, kind, ts, ts, 0}
+  elseif kind == 'R' then  -- a miss answered before it was applied: recovered at once
+    local at = tonumber(string.sub(decision, 2))
+    out[#out + 1] = {queue, token, 'R', ts, at, at - ts}
+  elseif kind == 'A' then  -- an answer: the misses it recovered, ";queue=miss_ts" each
+    for q, m in string.gmatch(decision, ';([^=;]+)=(%-?%d+)') do
+      m = tonumber(m)
+      out[#out + 1] = {q, '', 'R', m, ts, ts - m}
     end
   end
+end
 
-  local function decide(op, queue, ts, wait, short_ms)
-    if op == 'Q' then
-      local last = num('q')
-      if last == nil or ts > last then put('q', int(ts)) end
-      if last ~= nil and math.abs(ts - last) <= day then return 'r' end
-      return 'c'
-    end
-    if op == 'A' then
-      local answers = {ts}
-      for a in string.gmatch(j.a or '', '[^,]+') do
-        a = tonumber(a)
-        if a ~= ts and a > ts - day then answers[#answers + 1] = a end
-      end
-      for i, a in ipairs(answers) do answers[i] = int(a) end
-      put('a', table.concat(answers, ','))
-      local recovered = {'A'}
-      local fields = {}
-      for field, value in pairs(j) do fields[#fields + 1] = {field, value} end
-      for _, fv in ipairs(fields) do
-        local field, value = fv[1], fv[2]
-        local q = string.match(field, '^m:(.*)$')
-        local m = tonumber(value)
-        if q and m <= ts and ts - m < day then
-          drop(field)
-          put('r:' .. q, int(m) .. '|' .. int(ts))
-          recovered[#recovered + 1] = ';' .. q .. '=' .. int(m)
-        end
-        q = string.match(field, '^r:(.*)$')
-        if q then  -- an earlier answer, taken late: it dates the recovery
-          local miss, at = string.match(value, '^(%-?%d+)|(%-?%d+)$')
-          miss, at = tonumber(miss), tonumber(at)
-          if miss <= ts and ts < at and ts - miss < day then
-            put(field, int(miss) .. '|' .. int(ts))
-            recovered[#recovered + 1] = ';' .. q .. '=' .. int(miss)
-          end
-        end
-      end
-      return table.concat(recovered)
-    end
-    -- B: an abandon; a short one is no miss, an orphan's (no wait) never short
-    if wait ~= nil and wait < short_ms then return 's' end
-    local first = nil  -- the first answer at or after the miss, within the day
+local function decide(op, queue, ts, wait, short_ms)
+  if op == 'Q' then
+    local last = num('q')
+    if last == nil or ts > last then put('q', int(ts)) end
+    if last ~= nil and math.abs(ts - last) <= day then return 'r' end
+    return 'c'
+  end
+  if op == 'A' then
+    local answers = {ts}
     for a in string.gmatch(j.a or '', '[^,]+') do
       a = tonumber(a)
-      if a >= ts and a - ts < day and (first == nil or a < first) then first = a end
+      if a ~= ts and a > ts - day then answers[#answers + 1] = a end
     end
-    if first ~= nil then
-      local open = num('m:' .. queue)
-      if open == nil then put('r:' .. queue, int(ts) .. '|' .. int(first)) end
-      return 'R' .. int(first)
+    for i, a in ipairs(answers) do answers[i] = int(a) end
+    put('a', table.concat(answers, ','))
+    local recovered = {'A'}
+    local fields = {}
+    for field, value in pairs(j) do fields[#fields + 1] = {field, value} end
+    for _, fv in ipairs(fields) do
+      local field, value = fv[1], fv[2]
+      local q = string.match(field, '^m:(.*)$')
+      local m = tonumber(value)
+      if q and m <= ts and ts - m < day then
+        drop(field)
+        put('r:' .. q, int(m) .. '|' .. int(ts))
+        recovered[#recovered + 1] = ';' .. q .. '=' .. int(m)
+      end
+      q = string.match(field, '^r:(.*)$')
+      if q then  -- an earlier answer, taken late: it dates the recovery
+        local miss, at = string.match(value, '^(%-?%d+)|(%-?%d+)$')
+        miss, at = tonumber(miss), tonumber(at)
+        if miss <= ts and ts < at and ts - miss < day then
+          put(field, int(miss) .. '|' .. int(ts))
+          recovered[#recovered + 1] = ';' .. q .. '=' .. int(miss)
+        end
+      end
     end
-    local open = num('m:' .. queue)
-    if open == nil or ts > open then
-      put('m:' .. queue, int(ts))
-      if j['r:' .. queue] then drop('r:' .. queue) end  -- missed again: that recovery is past
-    end
-    return 'm'
+    return table.concat(recovered)
   end
+  -- B: an abandon; a short one is no miss, an orphan's (no wait) never short
+  if wait ~= nil and wait < short_ms then return 's' end
+  local first = nil  -- the first answer at or after the miss, within the day
+  for a in string.gmatch(j.a or '', '[^,]+') do
+    a = tonumber(a)
+    if a >= ts and a - ts < day and (first == nil or a < first) then first = a end
+  end
+  if first ~= nil then
+    local open = num('m:' .. queue)
+    if open == nil then put('r:' .. queue, int(ts) .. '|' .. int(first)) end
+    return 'R' .. int(first)
+  end
+  local open = num('m:' .. queue)
+  if open == nil or ts > open then
+    put('m:' .. queue, int(ts))
+    if j['r:' .. queue] then drop('r:' .. queue) end  -- missed again: that recovery is past
+  end
+  return 'm'
+end
+
+-- One caller's journey: its decisions; its writes are queued in `writes`.
+local function journey(key, ops)
+  local flat = redis.call('HGETALL', key)
+  local exists = #flat > 0
+  j, set, del, out = {}, {}, {}, {}
+  for i = 1, #flat, 2 do j[flat[i]] = flat[i + 1] end
+  local newest = 0
 
   for _, e in ipairs(ops) do
     local op, token, queue, ts, wait, short_ms = e[1], e[2], e[3], e[4], e[5], e[6]

@@ -10,9 +10,18 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple, cast
 
-from ..events import AgentStateChanged, CallbackAttempt, CallQueued, CallTransferred, Event
+from ..events import (
+    AgentStateChanged,
+    CallAnswered,
+    CallbackAttempt,
+    CallEnded,
+    CallEvent,
+    CallQueued,
+    CallTransferred,
+    Event,
+)
 
 #: Shard of the agent rows; queue shards are queue ids, which are never empty.
 AGENTS = ""
@@ -26,11 +35,12 @@ _KIND = {
     "call.ended": "E",
 }
 RESULT_NAMES = {"a": "applied", "d": "duplicate", "c": "conflict", "o": "orphan"}
+_WITH_AGENT = (CallAnswered, CallEnded, CallTransferred)
 
 
-@dataclass(frozen=True, slots=True)
-class Position:
-    """Where a message was read: its offsets are kept per source in the state."""
+class Position(NamedTuple):
+    """Where a message was read: its offsets are kept per source in the state. (Tuples:
+    one is made per event, and a frozen dataclass takes three times as long.)"""
 
     topic: str
     partition: int
@@ -44,8 +54,7 @@ class Position:
         return f"{self.topic}:{self.partition}:{self.offset}"
 
 
-@dataclass(frozen=True, slots=True)
-class CallerFact:
+class CallerFact(NamedTuple):
     """What a leg with a caller did (contract §2 journeys, §3 missed calls): taken from
     the queue's outbox by the caller's own keys, and idempotent there by ``token``."""
 
@@ -90,6 +99,9 @@ class StateBatch:
         self.letters: dict[str, str] = {}
         #: what legs with a caller did, in the order the scripts applied them
         self.caller_facts: list[CallerFact] = []
+        #: every queue the batch's messages name (transfer targets and agents' queues too)
+        self.queue_ids: set[str] = set()
+        self.agent_ids: set[str] = set()
 
     def add(self, position: Position, event: Event) -> None:
         """Route one valid event; its rows keep the order of the calls to ``add``."""
@@ -99,44 +111,43 @@ class StateBatch:
         if self.newest_ts_ms is None or event.ts > self.newest_ts_ms:
             self.newest_ts_ms = event.ts
         head: list[Any] = [position.source, position.offset]
-        if isinstance(event, AgentStateChanged):
+        # Dispatched on the exact class: isinstance on pydantic models is slow, and this
+        # runs for every event.
+        cls = type(event)
+        if cls is AgentStateChanged:
+            agent_event = cast(AgentStateChanged, event)
+            self.agent_ids.add(agent_event.agent_id)
+            self.queue_ids.update(agent_event.queues)
             self._row(message, index, AGENTS, head + [
-                event.event_id, event.agent_id, event.ts,
-                f"{event.state}|{','.join(event.queues)}|{event.ts}"])
+                event.event_id, agent_event.agent_id, event.ts,
+                f"{agent_event.state}|{','.join(agent_event.queues)}|{event.ts}"])
             return
-        caller = event.caller if isinstance(event, CallQueued) else None
-        priority = event.priority if isinstance(event, CallQueued) else None
-        agent = getattr(event, "agent_id", None)
-        row = head + ["E" + event.event_id, _KIND[event.type], event.call_id, event.ts, caller,
-                      priority, agent]
-        if isinstance(event, CallbackAttempt):
-            row.append(event.result)  # an answered attempt reached the caller
-        self._row(message, index, event.queue_id, row)
-        if isinstance(event, CallTransferred):
+        call = cast(CallEvent, event)
+        caller = priority = agent = None
+        if cls is CallQueued:
+            queued = cast(CallQueued, event)
+            caller, priority = queued.caller, queued.priority
+        elif cls in _WITH_AGENT:
+            agent = cast(CallAnswered | CallEnded | CallTransferred, event).agent_id
+        row = head + ["E" + event.event_id, _KIND[event.type], call.call_id, event.ts,
+                      caller, priority, agent]
+        if cls is CallbackAttempt:
+            row.append(cast(CallbackAttempt, event).result)  # answered: reached the caller
+        self._row(message, index, call.queue_id, row)
+        if cls is CallTransferred:
             # Its own token: a transfer back into the same queue opens a new leg there.
-            self._row(message, index, event.to_queue_id, head + [
-                "I" + event.event_id, "I", event.call_id, event.ts, None, None, None])
+            self._row(message, index, cast(CallTransferred, event).to_queue_id, head + [
+                "I" + event.event_id, "I", call.call_id, event.ts, None, None, None])
 
     def _row(self, message: Message, index: int, shard: str, row: list[Any]) -> None:
-        rows = self._rows.setdefault(shard, [])
+        rows = self._rows.get(shard)
+        if rows is None:
+            rows = self._rows[shard] = []
+            if shard != AGENTS:
+                self.queue_ids.add(shard)
         message.rows.append((shard, len(rows)))
         rows.append((index, row))
         self._encoded = None
-
-    @property
-    def queue_ids(self) -> set[str]:
-        """Every queue the batch's messages name (transfer targets and agents' queues
-        included)."""
-        named = {shard for shard in self._rows if shard != AGENTS}
-        for message in self.messages:
-            if isinstance(message.event, AgentStateChanged):
-                named.update(message.event.queues)
-        return named
-
-    @property
-    def agent_ids(self) -> set[str]:
-        return {m.event.agent_id for m in self.messages
-                if isinstance(m.event, AgentStateChanged)}
 
     def messages_naming(self, queue_ids: set[str], agent_ids: set[str]) -> list[int]:
         """Indexes of the messages with a row in one of these queues, or for these agents."""
@@ -157,7 +168,10 @@ class StateBatch:
         return index in self._dropped
 
     def live_rows(self, shard: str) -> list[tuple[int, list[Any]]]:
-        return [(i, row) for i, row in self._rows.get(shard, ()) if i not in self._dropped]
+        rows = self._rows.get(shard, [])
+        if not self._dropped:
+            return rows
+        return [(i, row) for i, row in rows if i not in self._dropped]
 
     def shards(self) -> list[str]:
         """Shards with rows still to apply, queues first, agents last."""
@@ -186,18 +200,25 @@ class StateBatch:
 
     def results(self, letters: dict[str, str]) -> list[str | None]:
         """Each message's result name from the scripts' letters (None: dropped)."""
-        position: dict[tuple[str, int], int] = {}
-        for shard in letters:
-            live = 0
-            for row_index, (i, _) in enumerate(self._rows.get(shard, ())):
-                if i not in self._dropped:
-                    position[(shard, row_index)] = live
-                    live += 1
+        live_index = self._live_indexes(letters) if self._dropped else None
         names: list[str | None] = []
         for i, message in enumerate(self.messages):
             if i in self._dropped:
                 names.append(None)
                 continue
             shard, row_index = message.rows[0]
-            names.append(RESULT_NAMES[letters[shard][position[(shard, row_index)]]])
+            if live_index is not None:
+                row_index = live_index[(shard, row_index)]
+            names.append(RESULT_NAMES[letters[shard][row_index]])
         return names
+
+    def _live_indexes(self, shards: dict[str, str]) -> dict[tuple[str, int], int]:
+        """(shard, row index) -> the row's index among the shard's live rows."""
+        position: dict[tuple[str, int], int] = {}
+        for shard in shards:
+            live = 0
+            for row_index, (i, _) in enumerate(self._rows.get(shard, ())):
+                if i not in self._dropped:
+                    position[(shard, row_index)] = live
+                    live += 1
+        return position

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from redis.crc import key_slot
 
@@ -27,8 +27,7 @@ KEEP_MS = DAY_MS + 2 * 3600 * 1000
 CALLERS_PER_CALL = 100
 
 
-@dataclass(frozen=True, slots=True)
-class JourneyOp:
+class JourneyOp(NamedTuple):
     """One step of a caller's journey: Q queued, A answered (or reached by a callback),
     B abandoned, X the miss at ``ts_ms`` on the queue may be lost (no token)."""
 
