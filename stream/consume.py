@@ -224,6 +224,9 @@ class Consumer:
             known = [o for o in candidates if o is not None]
             offset = max(min(known), 0) if known else self._origin.get(tp.partition, 0)
             self._consumer.seek(tp, offset)
+            # The state is complete up to here and no further: a second rewind before the
+            # partition is read back (the run id watcher's, say) must not skip the gap.
+            self._applied[tp.partition] = offset - 1
             log.info("partition %d: reading again from offset %d", tp.partition, offset)
 
     async def _watch_redis(self, stop: asyncio.Event) -> None:
