@@ -73,8 +73,8 @@ local ranked_key = prefix .. ':ranked'
 
 local stored_offsets = {}
 local applied_offsets = {}
-local buckets = {}   -- "window:bucket" -> {figure -> increment}
-local bucket_order = {}
+local buckets = {}   -- window index -> bucket number -> {figure -> increment}
+for i = 1, #cfg.windows do buckets[i] = {} end
 local totals = {}
 local results = {}
 local legs = {}      -- call_id -> leg (false: no leg), read once, written at the end
@@ -85,8 +85,6 @@ local moved = {}     -- call_ids whose waiting may have changed, in order (no re
 local facts = {}     -- caller facts, in order
 local offered_with_caller = {}  -- journey bucket -> offered calls with a caller
 local hour = math.floor(now / 3600000)
-local bucket_seconds = {}
-for _, w in ipairs(cfg.windows) do bucket_seconds[w[1]] = w[2] end
 local slots_second, slots = nil, nil
 
 local function stored_offset(source)
@@ -105,12 +103,11 @@ local function slots_for(ts)
   if second ~= slots_second then
     slots_second, slots = second, {}
     for i, w in ipairs(cfg.windows) do
-      local id = w[1] .. ':' .. math.floor(second / w[2])
-      local b = buckets[id]
+      local n = math.floor(second / w[2])
+      local b = buckets[i][n]
       if b == nil then
         b = {}
-        buckets[id] = b
-        bucket_order[#bucket_order + 1] = id
+        buckets[i][n] = b
       end
       slots[i] = b
     end
@@ -460,14 +457,17 @@ for _, set in ipairs({'waiting', 'ranked', 'cbwait'}) do
 end
 if waiting_changed then redis.call('INCR', prefix .. ':wgen') end
 
-for _, id in ipairs(bucket_order) do
-  local window = tonumber(string.match(id, '^(%d+):'))
-  local key = prefix .. ':w:' .. id
-  for figure, amount in pairs(buckets[id]) do
-    redis.call('HINCRBY', key, figure, int(amount))
+for i, w in ipairs(cfg.windows) do
+  local window = w[1]
+  local ttl = ((cfg.reach or {})[tostring(window)] or window) + 2 * w[2] +
+              cfg.bucket_ttl_extra_s
+  for n, sums in pairs(buckets[i]) do
+    local key = prefix .. ':w:' .. window .. ':' .. n
+    for figure, amount in pairs(sums) do
+      redis.call('HINCRBY', key, figure, int(amount))
+    end
+    redis.call('EXPIRE', key, ttl)
   end
-  local reach = (cfg.reach or {})[tostring(window)] or window
-  redis.call('EXPIRE', key, reach + 2 * bucket_seconds[window] + cfg.bucket_ttl_extra_s)
 end
 
 for outcome, amount in pairs(totals) do
