@@ -197,9 +197,13 @@ class Callbacks:
         opted_out = await self.offers.opted_out(sorted({c.caller for c in candidates}))
         refusals: list[tuple[str, str, str, str]] = []
         passed: list[tuple[Candidate, int]] = []
+        verdicts: dict[tuple[str, str, bool], Verdict] = {}  # the same for a queue's kind
         for c in candidates:
-            verdict = first_verdict(c.kind, self.policy.for_queue(c.queue_id),
-                                    c.caller in opted_out, now_ms)
+            asked = (c.kind, c.queue_id, c.caller in opted_out)
+            verdict = verdicts.get(asked)
+            if verdict is None:
+                verdict = verdicts[asked] = first_verdict(
+                    c.kind, self.policy.for_queue(c.queue_id), asked[2], now_ms)
             if verdict.refusal is not None:
                 refusals.append((c.queue_id, offer_id_for(c.call_id), verdict.refusal, c.member))
             else:

@@ -41,6 +41,10 @@ AgentState = Literal["available", "busy", "wrapup", "away", "offline"]
 
 def _epoch_seconds(value: Any) -> Any:
     """A number is Unix epoch seconds; a string must be an RFC 3339 date-time."""
+    if type(value) is str:  # the usual case first: this runs for every event
+        if _DATE_PREFIX.match(value):
+            return value
+        raise ValueError("ts is not RFC 3339")  # pydantic would read digits as epoch time
     if isinstance(value, bool):
         raise ValueError("ts is not a time")
     if isinstance(value, int | float):
@@ -48,8 +52,6 @@ def _epoch_seconds(value: Any) -> Any:
             return datetime.fromtimestamp(value, UTC)
         except (OverflowError, OSError, ValueError):
             raise ValueError("ts is out of range") from None
-    if isinstance(value, str) and not _DATE_PREFIX.match(value):
-        raise ValueError("ts is not RFC 3339")  # pydantic would read digits as epoch time
     return value
 
 

@@ -72,8 +72,9 @@ class CallerFact(NamedTuple):
     def boxed(cls, queue_id: str, raw: list[list[Any]]) -> list[CallerFact]:
         """The facts of one outbox entry (a JSON list of facts; its box: the first's token)."""
         box = raw[0][0]
-        return [cls(queue_id, token, what, call_id, int(ts), caller,
-                    None if wait is None else int(wait), box)
+        make = cls._make  # no argument parsing: a batch has thousands of facts
+        return [make((queue_id, token, what, call_id, int(ts), caller,
+                      None if wait is None else int(wait), box))
                 for token, what, call_id, ts, caller, wait in raw]
 
 
