@@ -120,7 +120,7 @@ async def bare_drain(settings: Settings, total: int) -> float:
 
 
 class TimedConsumer(Consumer):
-    """The real consumer, noting when batches finish applying."""
+    """The real consumer, noting when batches are finished (relayed and committed)."""
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
@@ -134,8 +134,8 @@ class TimedConsumer(Consumer):
         self.fetch_latencies.extend(now_ms - r.timestamp for r in records)
         return await super()._prepare(records)
 
-    async def _apply(self, batch: Any, stop: asyncio.Event) -> None:
-        await super()._apply(batch, stop)
+    async def _finish(self, batch: Any, results: Any, stop: asyncio.Event) -> None:
+        await super()._finish(batch, results, stop)
         now = time.perf_counter()
         if not self.first:
             self.first = now

@@ -53,6 +53,8 @@ class PreparedBatch:
     #: partition -> last offset of the batch
     last_offsets: dict[int, int] = field(default_factory=dict)
     size: int = 0
+    #: the queues refused admission (under CALLSTREAM_MAX_QUEUES): not marked as seen
+    refused_queues: set[str] = field(default_factory=set)
 
     def refuse(self, indexes: list[int], reason: str, detail: str) -> list[DeadLetter]:
         """Take messages out of the state batch and onto the dead-letter list."""

@@ -8,6 +8,10 @@
 5. record in Redis the batch's last offsets and the last dead-lettered ones;
 6. commit the offsets to Kafka.
 
+Steps 1-3 (:meth:`Checkpoint.apply`) and 4-5 (:meth:`Checkpoint.finish`) are separate
+calls, so that the consumer can apply the next batch's state while this one's facts are
+relayed; each call is made for the batches in their order.
+
 Every step can be run again after a failure: the state skips what it applied, and a
 dead letter already sent (by this instance, or as Redis recorded it) is not sent again.
 Kafka's commit is last, and Redis holds the applied offsets whatever happens to it.
@@ -75,10 +79,11 @@ class Checkpoint:
 
     async def apply(self, batch: PreparedBatch, rules: dict[str, QueueRules],
                     stop: asyncio.Event) -> list[str | None]:
-        """Steps 1-4; Redis errors propagate (the caller retries the whole call), and so
+        """Steps 1-3; Redis errors propagate (the caller retries the whole call), and so
         does :class:`~stream.state.store.RedisWentBack`."""
         now_ms = int(time.time() * 1000)
         refused_queues, refused_agents = await self.store.admit(batch.state, now_ms)
+        batch.refused_queues = refused_queues
         if refused_queues:
             batch.refuse(batch.state.messages_naming(refused_queues, set()),
                          "too_many_queues", "CALLSTREAM_MAX_QUEUES queues are tracked already")
@@ -93,7 +98,7 @@ class Checkpoint:
                 await self._send(letters, stop)
 
         try:
-            results = await self.store.apply(batch.state, rules, now_ms, on_failed)
+            return await self.store.apply(batch.state, rules, now_ms, on_failed)
         except RedisWentBack:
             # The shards that did apply kept their facts: hand them on now, not later (or,
             # should Redis fail again meanwhile, by the janitor); what Redis lost must be
@@ -101,14 +106,18 @@ class Checkpoint:
             with contextlib.suppress(RedisError, OSError):
                 await relay(self.store, self.handlers, batch.state.caller_facts, now_ms)
             raise
+
+    async def finish(self, batch: PreparedBatch) -> None:
+        """Steps 4-5, once :meth:`apply` returned for the batch; Redis errors propagate
+        (the caller calls it again: every step is idempotent)."""
+        now_ms = int(time.time() * 1000)
         await relay(self.store, self.handlers, batch.state.caller_facts, now_ms)
         for hook in self.hooks:
             await hook.after_apply(batch.state, now_ms)
         sent = {p: o for p, o in self.dead_lettered.items()
                 if any(d.record.partition == p for d in batch.dead_letters)}
         await self.store.save_positions(self.topic, batch.last_offsets, sent,
-                                        batch.state.queue_ids - refused_queues, now_ms)
-        return results
+                                        batch.state.queue_ids - batch.refused_queues, now_ms)
 
     async def commit(self, batch: PreparedBatch) -> None:
         """Step 6, once the state holds the batch: Kafka's committed offsets."""

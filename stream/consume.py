@@ -1,7 +1,9 @@
 """The Kafka consumer loop: batches, atomic apply, commits, rebalances, rewinds.
 
-One batch is applied in Redis while the next is fetched and parsed; the steps of a batch,
-and their order, belong to :class:`~stream.checkpoint.Checkpoint`. Redis records the
+Three batches are at work at once: one is fetched and parsed while the one before has its
+state applied in Redis, and the one before that has its caller facts relayed, its offsets
+recorded and committed. The steps of a batch, and their order, belong to
+:class:`~stream.checkpoint.Checkpoint`. Redis records the
 offsets it applied with the state they produced, so a redelivery after any crash is
 skipped exactly, and the resume point of a partition is the lower of Kafka's committed
 offset and Redis's checkpoint. A Redis that comes back without writes it had acknowledged
@@ -74,7 +76,10 @@ class Consumer:
         self._producer = make_producer(settings, max_request_size=DLQ_MAX_REQUEST_BYTES)
         self.checkpoint = Checkpoint(self.topic, settings.topic_dlq, store, self._producer,
                                      self.kafka_outage, self._commit, handlers, hooks)
+        #: the newest batch's state step (then its hand-over to ``_finishing``)
         self._inflight: asyncio.Task[None] | None = None
+        #: the batch before: its facts relayed, its offsets recorded and committed
+        self._finishing: asyncio.Task[None] | None = None
         self._assigned: set[TopicPartition] = set()
         self._positions: dict[TopicPartition, int] = {}
         #: partition -> the last offset of the last batch applied whole by this instance
@@ -110,10 +115,11 @@ class Consumer:
                 if records:
                     self.health.waiting(len(records) + self._lag)
                 prepared = await self._prepare(records) if records else None
-                await self._settle()
+                await self._settle_state()
                 if not records:
                     self.health.progressed(waiting=self._lag)
                 if self._rewind is not None:
+                    await self._settle()
                     self._seek_back()  # the batch just parsed is read again
                     continue
                 if prepared is not None:
@@ -148,13 +154,22 @@ class Consumer:
         batch.state.encoded()
         return batch
 
-    async def _settle(self) -> None:
-        """Wait for the batch in flight (applied, counted and committed)."""
+    async def _settle_state(self) -> None:
+        """Wait for the state step of the batch in flight."""
         if self._inflight is not None:
             task, self._inflight = self._inflight, None
             await task
 
+    async def _settle(self) -> None:
+        """Wait until every batch taken is applied, counted and committed."""
+        await self._settle_state()
+        if self._finishing is not None:
+            task, self._finishing = self._finishing, None
+            await task
+
     async def _apply(self, batch: PreparedBatch, stop: asyncio.Event) -> None:
+        """The batch's state step; then, once the batch before is finished, its own finish
+        goes on while the next batch's state is applied."""
         rules = self._rules_for(batch)
         while True:
             try:
@@ -166,11 +181,30 @@ class Consumer:
             except Stopped:
                 return  # neither applied nor committed: the next owner reads it again
             except (RedisError, OSError) as exc:
-                self.health.redis_ok = False
-                self.redis_outage.failed(exc)
+                self._redis_failed(exc)
                 if stop.is_set():
                     return
                 await self.redis_outage.backoff()
+        if self._finishing is not None:
+            await self._finishing
+        self._finishing = asyncio.create_task(self._finish(batch, results, stop))
+
+    async def _finish(self, batch: PreparedBatch, results: list[str | None],
+                      stop: asyncio.Event) -> None:
+        """Relay the batch's facts, record its offsets in Redis, count it, commit it. A
+        batch whose turn comes after Redis was found to have gone back is left alone: it
+        is read again with what Redis lost, and its facts are in the outboxes if kept."""
+        while self._rewind is None:
+            try:
+                await self.checkpoint.finish(batch)
+                break
+            except (RedisError, OSError) as exc:
+                self._redis_failed(exc)
+                if stop.is_set():
+                    return
+                await self.redis_outage.backoff()
+        else:
+            return
         self.redis_outage.recovered()
         self.health.redis_ok = True
         for (event_type, result), n in batch.counts(results).items():
@@ -181,6 +215,10 @@ class Consumer:
             self._applied[partition] = offset
         await self.checkpoint.commit(batch)
         self.health.progressed(waiting=self._lag)
+
+    def _redis_failed(self, exc: BaseException) -> None:
+        self.health.redis_ok = False
+        self.redis_outage.failed(exc)
 
     def _rules_for(self, batch: PreparedBatch) -> dict[str, QueueRules]:
         for queue_id in batch.state.queue_ids:
