@@ -340,8 +340,14 @@ class StateStore:
         for q in queue_ids:
             pipe.hvals(self.keys.queue(q) + ":facts")
         replies = await pipe.execute()
-        return [fact for q, boxes in zip(queue_ids, replies, strict=True) for raw in boxes
-                for fact in CallerFact.boxed(q, json.loads(raw))]
+        facts = []
+        for q, boxes in zip(queue_ids, replies, strict=True):
+            for raw in boxes:
+                entry = json.loads(raw)
+                if entry and isinstance(entry[0], str):
+                    entry = [entry]  # written before facts were boxed: one fact, its own box
+                facts.extend(CallerFact.boxed(q, entry))
+        return facts
 
     async def drop_caller_facts(self, facts: list[CallerFact]) -> None:
         """Every handler took these facts: their boxes leave the outboxes."""

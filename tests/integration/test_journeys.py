@@ -135,6 +135,22 @@ async def test_abandon_then_callback_reached_is_recovered(journeys: Journeys) ->
     assert figures["recovery_seconds"] == pytest.approx(1740)
 
 
+async def test_a_fact_left_in_an_outbox_by_an_older_version_is_relayed(
+        journeys: Journeys) -> None:
+    """Outboxes once held one fact per entry, keyed by its token: one left there by a
+    crash before an upgrade is still relayed, and then leaves the outbox."""
+    await journeys.apply(queued("c1", 0), abandoned("c1", 60))
+    outbox = journeys.store.keys.queue("sales") + ":facts"
+    await journeys.store.client.delete(outbox)
+    token = "Elegacy-answer"
+    await journeys.store.client.hset(outbox, token, json.dumps(
+        [token, "answered", "c9", T0 + 120_000, "442079460001", 30_000]))
+    assert states(await journeys.figures("sales", 130)) == (1, 0, 0)
+    await journeys.leftovers()
+    assert states(await journeys.figures("sales", 130)) == (0, 1, 0)
+    assert await journeys.store.client.hlen(outbox) == 0
+
+
 async def test_own_call_answered_on_another_queue_an_hour_later_recovers(
         journeys: Journeys) -> None:
     await journeys.apply(queued("c1", 0), abandoned("c1", 30))
