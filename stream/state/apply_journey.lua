@@ -4,7 +4,8 @@
 --          caller; on a Cluster, the callers of one call share a slot)
 -- ARGV[1]  JSON config: {now, day_ms, keep_ms}
 -- ARGV[2]  JSON list, one per key, of its caller's ops in the order to take them:
---          [[op, token, queue_id, ts_ms, wait_ms|null, short_ms], ...]
+--          [[op, token, queue_id, ts_ms, wait_ms|null, short_ms, mark], ...]
+--          mark: the first 8 hex digits of the SHA-1 of the token
 --          op: Q queued, A answered (or a callback that reached the caller), B abandoned,
 --          X the miss at ts_ms on queue_id may be lost (no token; now ≥ ts + day)
 -- Returns a JSON list, one per key, of what the queues' keys must record
@@ -16,7 +17,8 @@
 -- The journey is one hash (listpack-small), written once at the end:
 --   :j  q last queued ts; a the answers' ts of the last day (comma-separated);
 --       m:<queue_id> the queue's open miss (the caller's last miss there); r:<queue_id>
---       "miss|answer": its last recovery there (an earlier answer taken late redates it); t:<8 hex of sha1(token)> "<ts>|<decision>": a fact
+--       "miss|answer": its last recovery there (an earlier answer taken late redates it);
+--       t:<mark> "<ts>|<decision>": a fact
 --       taken, and what it decided, so that a fact that comes again (a retry, a relay
 --       of leftovers) answers the same decisions and changes nothing here
 -- The key expires keep_ms after its last write; marks older than keep_ms are dropped.
@@ -27,6 +29,8 @@ local day = cfg.day_ms
 local writes = {}
 
 local function int(x) return string.format('%.0f', x) end
+-- The first bytes of the fields "m:<queue>" and "r:<queue>".
+local MISS, RECOVERY, COLON = string.byte('mr:', 1, 3)
 
 -- The caller being worked on: its journey fields as changed so far, the fields to set
 -- and to delete, and its answers (set by `journey` for each caller in turn).
@@ -44,7 +48,7 @@ local function replay(queue, token, ts, decision)
   elseif kind == 'R' then  -- a miss answered before it was applied: recovered at once
     local at = tonumber(string.sub(decision, 2))
     out[#out + 1] = {queue, token, 'R', ts, at, at - ts}
-  elseif kind == 'A' then  -- an answer: the misses it recovered, ";queue=miss_ts" each
+  elseif kind == 'A' and decision ~= 'A' then  -- the misses it recovered, ";queue=ts" each
     for q, m in string.gmatch(decision, ';([^=;]+)=(%-?%d+)') do
       m = tonumber(m)
       out[#out + 1] = {q, '', 'R', m, ts, ts - m}
@@ -60,16 +64,23 @@ local function decide(op, queue, ts, wait, short_ms)
     return 'c'
   end
   if op == 'A' then
-    local answers = {ts}
-    for a in string.gmatch(j.a or '', '[^,]+') do
-      a = tonumber(a)
-      if a ~= ts and a > ts - day then answers[#answers + 1] = a end
+    local answers = {int(ts)}
+    if j.a then
+      for a in string.gmatch(j.a, '[^,]+') do
+        local at = tonumber(a)
+        if at ~= ts and at > ts - day then answers[#answers + 1] = a end
+      end
     end
-    for i, a in ipairs(answers) do answers[i] = int(a) end
     put('a', table.concat(answers, ','))
     local recovered = {'A'}
+    -- The misses and recoveries, copied out first: recovering one adds a field.
     local fields = {}
-    for field, value in pairs(j) do fields[#fields + 1] = {field, value} end
+    for field, value in pairs(j) do
+      local first, colon = string.byte(field, 1, 2)
+      if colon == COLON and (first == MISS or first == RECOVERY) then
+        fields[#fields + 1] = {field, value}
+      end
+    end
     for _, fv in ipairs(fields) do
       local field, value = fv[1], fv[2]
       local q = string.match(field, '^m:(.*)$')
@@ -130,7 +141,7 @@ local function journey(key, ops)
         out[#out + 1] = {queue, '', 'L', ts, ts + day, 0}
       end
     else
-      local mark = 't:' .. string.sub(redis.sha1hex(token), 1, 8)
+      local mark = 't:' .. e[7]
       local seen = j[mark]
       if seen then
         replay(queue, token, ts, string.match(seen, '^%-?%d+|(.*)$'))

@@ -10,6 +10,7 @@ two slots, never one script across slots, so it works the same on Redis Cluster.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any, NamedTuple, cast
@@ -72,7 +73,8 @@ class JourneyStore:
         # A batch's facts come queue by queue: a caller's steps are taken in time order.
         for op in sorted(ops, key=lambda o: o.ts_ms):
             by_caller.setdefault(op.caller, []).append(
-                [op.op, op.token, op.queue_id, op.ts_ms, op.wait_ms, op.short_ms])
+                [op.op, op.token, op.queue_id, op.ts_ms, op.wait_ms, op.short_ms,
+                 _mark(op.token)])
         config = json.dumps({"now": now_ms, "day_ms": DAY_MS, "keep_ms": KEEP_MS})
         groups = self._groups(list(by_caller))
         replies = await self.store._scripts([
@@ -122,6 +124,13 @@ class JourneyStore:
             self.keys.queue(queue_id) + ":missed", f"({now_ms - DAY_MS}", "+inf",
             withscores=True))
         return [(str(caller), int(ts)) for caller, ts in raw]
+
+
+def _mark(token: str) -> str:
+    """A fact's mark in its caller's journey: the first 8 hex digits of its token's SHA-1,
+    so that a journey stays small whatever the event ids (made here: several times
+    cheaper than in Lua)."""
+    return hashlib.sha1(token.encode()).hexdigest()[:8]
 
 
 def _sums(raw: dict[str, Any]) -> QueueJourneys:
