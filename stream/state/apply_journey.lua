@@ -4,8 +4,9 @@
 --          caller; on a Cluster, the callers of one call share a slot)
 -- ARGV[1]  JSON config: {now, day_ms, keep_ms}
 -- ARGV[2]  JSON list, one per key, of its caller's ops in the order to take them:
---          [[op, token, queue_id, ts_ms, wait_ms|null, short_ms, mark], ...]
---          mark: the first 8 hex digits of the SHA-1 of the token
+--          [[op, token, queue_id, ts_ms, wait_ms|null, short_ms, mark, ts_ms as text],
+--          ...]  mark: the first 8 hex digits of the SHA-1 of the token (both made by
+--          the caller: Lua's own take several times as long)
 --          op: Q queued, A answered (or a callback that reached the caller), B abandoned,
 --          X the miss at ts_ms on queue_id may be lost (no token; now ≥ ts + day)
 -- Returns a JSON list, one per key, of what the queues' keys must record
@@ -56,15 +57,15 @@ local function replay(queue, token, ts, decision)
   end
 end
 
-local function decide(op, queue, ts, wait, short_ms)
+local function decide(op, queue, ts, ts_text, wait, short_ms)
   if op == 'Q' then
     local last = num('q')
-    if last == nil or ts > last then put('q', int(ts)) end
+    if last == nil or ts > last then put('q', ts_text) end
     if last ~= nil and math.abs(ts - last) <= day then return 'r' end
     return 'c'
   end
   if op == 'A' then
-    local answers = {int(ts)}
+    local answers = {ts_text}
     if j.a then
       for a in string.gmatch(j.a, '[^,]+') do
         local at = tonumber(a)
@@ -87,7 +88,7 @@ local function decide(op, queue, ts, wait, short_ms)
       local m = tonumber(value)
       if q and m <= ts and ts - m < day then
         drop(field)
-        put('r:' .. q, int(m) .. '|' .. int(ts))
+        put('r:' .. q, int(m) .. '|' .. ts_text)
         recovered[#recovered + 1] = ';' .. q .. '=' .. int(m)
       end
       q = string.match(field, '^r:(.*)$')
@@ -95,7 +96,7 @@ local function decide(op, queue, ts, wait, short_ms)
         local miss, at = string.match(value, '^(%-?%d+)|(%-?%d+)$')
         miss, at = tonumber(miss), tonumber(at)
         if miss <= ts and ts < at and ts - miss < day then
-          put(field, int(miss) .. '|' .. int(ts))
+          put(field, int(miss) .. '|' .. ts_text)
           recovered[#recovered + 1] = ';' .. q .. '=' .. int(miss)
         end
       end
@@ -111,12 +112,12 @@ local function decide(op, queue, ts, wait, short_ms)
   end
   if first ~= nil then
     local open = num('m:' .. queue)
-    if open == nil then put('r:' .. queue, int(ts) .. '|' .. int(first)) end
+    if open == nil then put('r:' .. queue, ts_text .. '|' .. int(first)) end
     return 'R' .. int(first)
   end
   local open = num('m:' .. queue)
   if open == nil or ts > open then
-    put('m:' .. queue, int(ts))
+    put('m:' .. queue, ts_text)
     if j['r:' .. queue] then drop('r:' .. queue) end  -- missed again: that recovery is past
   end
   return 'm'
@@ -132,6 +133,7 @@ local function journey(key, ops)
 
   for _, e in ipairs(ops) do
     local op, token, queue, ts, wait, short_ms = e[1], e[2], e[3], e[4], e[5], e[6]
+    local ts_text = e[8]
     if wait == cjson.null then wait = nil end
     if ts > newest then newest = ts end
     if op == 'X' then
@@ -146,8 +148,8 @@ local function journey(key, ops)
       if seen then
         replay(queue, token, ts, string.match(seen, '^%-?%d+|(.*)$'))
       else
-        local decision = decide(op, queue, ts, wait, short_ms)
-        put(mark, int(ts) .. '|' .. decision)
+        local decision = decide(op, queue, ts, ts_text, wait, short_ms)
+        put(mark, ts_text .. '|' .. decision)
         replay(queue, token, ts, decision)
       end
     end

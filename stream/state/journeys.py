@@ -74,7 +74,7 @@ class JourneyStore:
         for op in sorted(ops, key=lambda o: o.ts_ms):
             by_caller.setdefault(op.caller, []).append(
                 [op.op, op.token, op.queue_id, op.ts_ms, op.wait_ms, op.short_ms,
-                 _mark(op.token)])
+                 _mark(op.token), str(op.ts_ms)])
         config = json.dumps({"now": now_ms, "day_ms": DAY_MS, "keep_ms": KEEP_MS})
         groups = self._groups(list(by_caller))
         replies = await self.store._scripts([
