@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -99,8 +100,10 @@ def decide(firing: bool, reading: Reading, policy: QueuePolicy
 
 def needs_baseline(firing: bool, window: Reading, policy: QueuePolicy) -> bool:
     """Whether the baseline can change what ``decide`` does with this window: the
-    baseline branch fires more the lower the baseline, so the two extremes tell."""
-    lowest = Reading(window.lost, window.calls, _EPSILON)
+    baseline branch fires more the lower the baseline, so the two extremes tell (no
+    baseline, and the smallest positive one: thresholds are met within ``_EPSILON``, so
+    any baseline below it may count)."""
+    lowest = Reading(window.lost, window.calls, sys.float_info.min)
     return decide(firing, window, policy) != decide(firing, lowest, policy)
 
 

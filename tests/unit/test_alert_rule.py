@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from stream.alerts import (
@@ -120,6 +120,9 @@ def test_the_baseline_is_the_whole_hour_before_the_window(now_ms: int, window_s:
 
 
 @given(readings(), st.booleans(), st.floats(min_value=0, max_value=1), policies)
+@example(Reading(0, 1, None), False, 2.2607925112043046e-71, QueuePolicy(
+    alert_abandon_ratio=1.0, alert_min_calls=1, alert_baseline_factor=2.0,
+    alert_resolve_ratio=0.0))  # a baseline below the thresholds' tolerance
 def test_the_baseline_is_read_wherever_it_can_change_the_decision(
     seen: Reading, firing: bool, baseline: float, policy: QueuePolicy
 ) -> None:
