@@ -224,14 +224,16 @@ class Callbacks:
         await self.offers.refuse(refusals)
         live = [(c.queue_id, c.call_id) for c, _ in chosen if c.kind != "missed_call"]
         places = dict(zip(live, await self.offers.positions(live), strict=True))
-        offers = [(c.queue_id, self._offer(c, due, places.get((c.queue_id, c.call_id))))
+        ewts = self._ewts()
+        offers = [(c.queue_id, self._offer(c, due, places.get((c.queue_id, c.call_id)), ewts))
                   for c, due in chosen]
         made = await self.offers.emit(offers)
         await self.offers.release([(c.caller, offer_id_for(c.call_id), c.call_id)
                                    for (c, _), answer in zip(chosen, made, strict=True)
                                    if answer != "ok"])
 
-    def _offer(self, c: Candidate, due_ms: int, position: int | None) -> dict[str, Any]:
+    def _offer(self, c: Candidate, due_ms: int, position: int | None,
+               ewts: dict[str, float]) -> dict[str, Any]:
         """The queue's side of an offer, with the message of contract §3."""
         offer_id = offer_id_for(c.call_id)
         live = c.kind != "missed_call"
@@ -240,7 +242,7 @@ class Callbacks:
             "queue_id": c.queue_id, "caller": c.caller,
             "wait_seconds": round(c.wait_ms / 1000, 3),
             "position": position if live else None,
-            "ewt_seconds": self._ewts().get(c.queue_id) if live else None,
+            "ewt_seconds": ewts.get(c.queue_id) if live else None,
             "attempt": 1, "ts": rfc3339(due_ms),
         }
         return {"offer_id": offer_id, "msg_id": f"{offer_id}:1", "kind": c.kind,

@@ -60,22 +60,27 @@ def redis_options() -> dict[str, Any]:
 
 
 _PACKER = HiredisRespSerializer()
+
+
+class _HiredisPacking:
+    """Commands packed by hiredis: redis-py's asyncio client packs them in Python, about
+    1.5 µs per argument, which the hot path's many-key scripts feel."""
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        packed: list[bytes] = _PACKER.pack(*args)
+        return packed
+
+
 _PACKED: dict[type[Any], type[Any]] = {}
 
 
 def _hiredis_packed(cls: type[Any]) -> type[Any]:
-    """``cls`` with its commands packed by hiredis: redis-py's asyncio client packs them in
-    Python, about 1.5 µs per argument, which the hot path's many-key scripts feel."""
-    if cls not in _PACKED and not issubclass(cls, tuple(_PACKED.values())):
-
-        class Packed(cls):  # type: ignore[misc]
-            def pack_command(self, *args: Any) -> list[bytes]:
-                packed: list[bytes] = _PACKER.pack(*args)
-                return packed
-
-        Packed.__name__ = f"HiredisPacked{cls.__name__}"
-        _PACKED[cls] = Packed
-    return _PACKED.get(cls, cls)
+    """``cls`` (a connection class) packing its commands with hiredis."""
+    if issubclass(cls, _HiredisPacking):
+        return cls
+    if cls not in _PACKED:
+        _PACKED[cls] = type(f"HiredisPacked{cls.__name__}", (_HiredisPacking, cls), {})
+    return _PACKED[cls]
 
 
 def _pack_with_hiredis(client: Redis) -> None:

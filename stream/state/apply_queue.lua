@@ -130,8 +130,7 @@ end
 local function read_leg(call_id)
   local leg = legs[call_id]
   if leg ~= nil then return leg or nil end
-  local raw = raw_legs[call_id]
-  if raw == nil then raw = redis.call('HGET', legs_key, call_id) end
+  local raw = raw_legs[call_id]  -- every row's leg was read before phase 1
   if not raw then
     legs[call_id] = false
     return nil
