@@ -1,7 +1,7 @@
 """Benchmark the core pipeline against tansu and a local Redis (run by hand, not in CI).
 
     .venv/bin/python bench/bench_pipeline.py throughput [--calls 100000 --queues 50]
-        [--agents 500]
+        [--agents 500] [--core-only | --without-offers]
     .venv/bin/python bench/bench_pipeline.py latency [--rate 5000 --seconds 20]
     .venv/bin/python bench/bench_pipeline.py rss [--events 1000000]
 
@@ -121,15 +121,20 @@ async def bare_drain(settings: Settings, total: int) -> float:
 
 
 class TimedConsumer(Consumer):
-    """The real consumer, noting when batches are finished (relayed and committed)."""
+    """The real consumer, noting when batches are finished (relayed and committed), and
+    with ``latency`` each event's latency (not in a throughput run: it costs a few
+    percent of the CPU per event)."""
 
-    def __init__(self, *args: Any) -> None:
+    def __init__(self, *args: Any, latency: bool = False) -> None:
         super().__init__(*args)
         self.applied = 0
         self.first = self.last = 0.0
+        self.latency = latency
         self.latencies: list[float] = []
         self.fetch_latencies: list[float] = []
         self.state_latencies: list[float] = []
+        if not latency:
+            return
         apply_state = self.checkpoint.apply
 
         async def timed_apply(batch: Any, *args: Any) -> Any:
@@ -141,8 +146,9 @@ class TimedConsumer(Consumer):
         self.checkpoint.apply = timed_apply  # type: ignore[method-assign]
 
     async def _prepare(self, records: list[Any]) -> Any:
-        now_ms = time.time() * 1000
-        self.fetch_latencies.extend(now_ms - r.timestamp for r in records)
+        if self.latency:
+            now_ms = time.time() * 1000
+            self.fetch_latencies.extend(now_ms - r.timestamp for r in records)
         return await super()._prepare(records)
 
     async def _finish(self, batch: Any, results: Any, stop: asyncio.Event) -> None:
@@ -152,12 +158,13 @@ class TimedConsumer(Consumer):
             self.first = now
         self.last = now
         self.applied += batch.size
-        wall_ms = time.time() * 1000
-        self.latencies.extend(wall_ms - m.event.ts for m in batch.state.messages)
+        if self.latency:
+            wall_ms = time.time() * 1000
+            self.latencies.extend(wall_ms - m.event.ts for m in batch.state.messages)
 
 
-async def run_consumer(settings: Settings, until: int, core_only: bool = False
-                       ) -> TimedConsumer:
+async def run_consumer(settings: Settings, until: int, core_only: bool = False,
+                       latency: bool = False, offers: bool = True) -> TimedConsumer:
     store = await StateStore.connect(settings.redis_url, bucket_windows(settings.window_seconds),
                                      KeySpace(settings.redis_prefix),
                                      caller_facts=not core_only)
@@ -165,11 +172,12 @@ async def run_consumer(settings: Settings, until: int, core_only: bool = False
     _, metrics = build_registry(hub)
     # As `callstream run` wires it: journeys and callback offers take the caller facts,
     # callback offers the attempts.
-    callbacks = [] if core_only else [Callbacks(settings, Policy(), store, hub, "bench")]
+    callbacks = [] if core_only or not offers else [
+        Callbacks(settings, Policy(), store, hub, "bench")]
     handlers: list[Any] = [] if core_only else [
         JourneyHandler(JourneyStore(store), Policy()), *callbacks]
     consumer = TimedConsumer(settings, Policy(), store, metrics, Health(), handlers,
-                             callbacks)
+                             callbacks, latency=latency)
     stop = asyncio.Event()
 
     async def watch() -> None:
@@ -190,7 +198,8 @@ async def throughput(args: argparse.Namespace) -> None:
         await produce_all(settings, events)
         drain = bare_drain(settings, len(events))
         drain_rate = await drain
-        consumer = await run_consumer(settings, len(events), args.core_only)
+        consumer = await run_consumer(settings, len(events), args.core_only,
+                                      offers=not args.without_offers)
     rate = len(events) / (consumer.last - consumer.first)
     print(f"events: {len(events)} ({args.calls} calls, {args.queues} queues, "
           f"{args.agents or 1} agent(s), 8 partitions)")
@@ -225,7 +234,7 @@ async def latency(args: argparse.Namespace) -> None:
     with EmbeddedBroker() as broker:
         settings = unique_settings(broker.bootstrap, redis_url=REDIS_URL, kafka_start="earliest")
         await ensure_topics(settings, all_topics(settings))
-        consuming = asyncio.create_task(run_consumer(settings, len(events)))
+        consuming = asyncio.create_task(run_consumer(settings, len(events), latency=True))
         await asyncio.sleep(8)  # group join
         # The producer is a process of its own, as the telephony platform would be.
         producer = multiprocessing.get_context("spawn").Process(
@@ -278,6 +287,8 @@ def main() -> None:
     t.add_argument("--queues", type=int, default=50)
     t.add_argument("--core-only", action="store_true",
                    help="the state step alone: no caller facts: no journeys, no callback offers")
+    t.add_argument("--without-offers", action="store_true",
+                   help="journeys on, callback offers off")
     t.add_argument("--agents", type=int, default=0)
     lat = sub.add_parser("latency")
     lat.add_argument("--rate", type=int, default=5000)

@@ -42,10 +42,11 @@ FETCH_MAX_WAIT_MS = 50
 WATCH_SECONDS = 1.0
 #: Dead letters are copied whole: as large as anything the consumer can fetch.
 DLQ_MAX_REQUEST_BYTES = 8 * 1024 * 1024
-#: Allocations between two young-generation collections. A batch allocates some ten
-#: objects per event and keeps them until it is committed; with Python's default (700)
-#: the collector walks each batch many times over, about a quarter of the CPU per event.
-GC_THRESHOLDS = (50_000, 20, 100)
+#: Objects a young-generation collection waits for (allocations less deallocations). A
+#: batch of 10,000 events keeps some ten objects per event until it is committed, and
+#: three batches are in flight: below that, the collector walks every batch again and
+#: again (Python's default 700: a quarter of the CPU per event; 50,000: a tenth).
+GC_THRESHOLDS = (200_000, 20, 100)
 
 
 class Consumer:
