@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 
 from ..events import (
     AgentStateChanged,
     CallAnswered,
     CallbackAttempt,
     CallEnded,
-    CallEvent,
     CallQueued,
     CallTransferred,
     Event,
@@ -103,42 +102,46 @@ class StateBatch:
         #: every queue the batch's messages name (transfer targets and agents' queues too)
         self.queue_ids: set[str] = set()
         self.agent_ids: set[str] = set()
+        #: topic, partition and source of the last event added (a batch comes in runs of
+        #: one partition's records)
+        self._source: tuple[str, int, str] = ("", -1, "")
 
     def add(self, position: Position, event: Event) -> None:
-        """Route one valid event; its rows keep the order of the calls to ``add``."""
+        """Route one valid event; its rows keep the order of the calls to ``add``. (This
+        runs for every event: no isinstance on pydantic models, no ``cast`` calls.)"""
         index = len(self.messages)
-        message = Message(position, event)
+        message = Message(position, event, [])
         self.messages.append(message)
-        if self.newest_ts_ms is None or event.ts > self.newest_ts_ms:
-            self.newest_ts_ms = event.ts
-        head: list[Any] = [position.source, position.offset]
-        # Dispatched on the exact class: isinstance on pydantic models is slow, and this
-        # runs for every event.
+        ts = event.ts
+        if self.newest_ts_ms is None or ts > self.newest_ts_ms:
+            self.newest_ts_ms = ts
+        source = self._source
+        if position[1] != source[1] or position[0] != source[0]:  # a new partition
+            source = self._source = (position[0], position[1], position.source)
+        offset = position[2]
+        e: Any = event
         cls = type(event)
         if cls is AgentStateChanged:
-            agent_event = cast(AgentStateChanged, event)
-            self.agent_ids.add(agent_event.agent_id)
-            self.queue_ids.update(agent_event.queues)
-            self._row(message, index, AGENTS, head + [
-                event.event_id, agent_event.agent_id, event.ts,
-                f"{agent_event.state}|{','.join(agent_event.queues)}|{event.ts}"])
+            self.agent_ids.add(e.agent_id)
+            self.queue_ids.update(e.queues)
+            self._row(message, index, AGENTS, [
+                source[2], offset, e.event_id, e.agent_id, ts,
+                f"{e.state}|{','.join(e.queues)}|{ts}"])
             return
-        call = cast(CallEvent, event)
         caller = priority = agent = None
         if cls is CallQueued:
-            queued = cast(CallQueued, event)
-            caller, priority = queued.caller, queued.priority
+            caller, priority = e.caller, e.priority
         elif cls in _WITH_AGENT:
-            agent = cast(CallAnswered | CallEnded | CallTransferred, event).agent_id
-        row = head + ["E" + event.event_id, _KIND[event.type], call.call_id, event.ts,
-                      caller, priority, agent]
+            agent = e.agent_id
+        row = [source[2], offset, "E" + e.event_id, _KIND[e.type], e.call_id, ts,
+               caller, priority, agent]
         if cls is CallbackAttempt:
-            row.append(cast(CallbackAttempt, event).result)  # answered: reached the caller
-        self._row(message, index, call.queue_id, row)
+            row.append(e.result)  # answered: reached the caller
+        self._row(message, index, e.queue_id, row)
         if cls is CallTransferred:
             # Its own token: a transfer back into the same queue opens a new leg there.
-            self._row(message, index, cast(CallTransferred, event).to_queue_id, head + [
-                "I" + event.event_id, "I", call.call_id, event.ts, None, None, None])
+            self._row(message, index, e.to_queue_id, [
+                source[2], offset, "I" + e.event_id, "I", e.call_id, ts, None, None, None])
 
     def _row(self, message: Message, index: int, shard: str, row: list[Any]) -> None:
         rows = self._rows.get(shard)

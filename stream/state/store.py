@@ -146,8 +146,8 @@ class StateStore:
         self._sources = {name: _script(name) for name in _SCRIPTS}
         self._shas: dict[str, str] = {}
         self._ready_scripts = False
-        #: (shard, source) -> the highest offset this instance applied there.
-        self._written: dict[tuple[str, str], int] = {}
+        #: shard -> source -> the highest offset this instance applied there.
+        self._written: dict[str, dict[str, int]] = {}
         self._admitted_queues: set[str] = set()
         self._admitted_agents: set[str] = set()
         #: when this instance last found Redis without writes it had made (wall ms)
@@ -229,9 +229,9 @@ class StateStore:
                     letters[shard], _, facts = reply.partition("\n")
                     if facts:
                         batch.caller_facts.extend(CallerFact.boxed(shard, json.loads(facts)))
+                    written = self._written.setdefault(shard, {})
                     for source, offset in batch.highest_offsets(shard).items():
-                        key = (shard, source)
-                        self._written[key] = max(self._written.get(key, -1), offset)
+                        written[source] = max(written.get(source, -1), offset)
             if failed:
                 await on_failed(failed)
                 batch.drop([index for index, _ in failed])
@@ -245,8 +245,7 @@ class StateStore:
 
     def _apply_call(self, shard: str, rows: str, rules: dict[str, QueueRules],
                     now_ms: int) -> tuple[str, ...]:
-        expect = {source: offset for (s, source), offset in self._written.items()
-                  if s == shard}
+        expect = self._written.get(shard, {})
         if shard == AGENTS:
             config = {"now": now_ms, "dedup_ttl_s": DEDUP_TTL_S, "expect": expect,
                       "windows": self.windows, "bucket_ttl_extra_s": BUCKET_TTL_EXTRA_S}
@@ -294,15 +293,16 @@ class StateStore:
         behind what this instance applied there; forgets what it had applied, so the
         offsets read back become the new baseline."""
         resume = {source: stored + 1 for source, stored in (known or {}).items()}
-        keys = list(self._written)
+        written = [(shard, source, offset) for shard, offsets in self._written.items()
+                   for source, offset in offsets.items()]
         pipe = self.client.pipeline(transaction=False)
-        for shard, source in keys:
+        for shard, source, _ in written:
             pipe.hget(self._offsets_key(shard), source)
         stored = await pipe.execute()
-        for (_, source), offset in zip(keys, stored, strict=True):
-            value = -1 if offset is None else int(offset)
-            if value < self._written[(_, source)]:
-                resume[source] = min(resume.get(source, value + 1), value + 1)
+        for (_, source, offset), value in zip(written, stored, strict=True):
+            kept = -1 if value is None else int(value)
+            if kept < offset:
+                resume[source] = min(resume.get(source, kept + 1), kept + 1)
         self._written.clear()
         self._admitted_queues.clear()
         self._admitted_agents.clear()

@@ -6,7 +6,10 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from stream import events
 from stream.events import (
     AgentStateChanged,
     CallAbandoned,
@@ -265,6 +268,31 @@ def test_old_events_are_not_refused() -> None:
 def test_bad_ts(ts: Any) -> None:
     rejection = rejected(message("call.answered", ts=ts))
     assert (rejection.reason, rejection.event_type) == ("bad_ts", "call.answered")
+
+
+def _two(top: int) -> st.SearchStrategy[str]:
+    return st.integers(0, top).map(lambda n: f"{n:02d}")
+
+
+@given(st.tuples(st.integers(0, 9999).map(lambda n: f"{n:04d}"), _two(13), _two(32),
+                 st.sampled_from("T "), _two(25), _two(61), _two(61),
+                 st.text("0123456789", max_size=7).map(lambda f: f and "." + f),
+                 st.sampled_from(["Z", "+", "-"]), _two(25), _two(61)))
+def test_usual_ts_form_reads_as_the_general_parser_does(parts: tuple[str, ...]) -> None:
+    """The fast path for the usual form of ts takes and refuses exactly what pydantic's
+    RFC 3339 parser takes and refuses, to the same millisecond."""
+    y, mo, d, sep, h, mi, s, frac, sign, oh, om = parts
+    zone = "Z" if sign == "Z" else f"{sign}{oh}:{om}"
+    ts = f"{y}-{mo}-{d}{sep}{h}:{mi}:{s}{frac}{zone}"
+    try:
+        general: int | str = events._ANY_TS.validate_python(ts)
+    except ValueError:
+        general = "refused"
+    try:
+        fast: int | str = events._ts_ms(ts)
+    except ValueError:
+        fast = "refused"
+    assert fast == general
 
 
 @pytest.mark.parametrize(
