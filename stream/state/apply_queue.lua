@@ -73,8 +73,7 @@ local ranked_key = prefix .. ':ranked'
 
 local stored_offsets = {}
 local applied_offsets = {}
-local buckets = {}   -- window index -> bucket number -> {figure -> increment}
-for i = 1, #cfg.windows do buckets[i] = {} end
+local seconds = {}   -- second -> {figure -> increment}: the window buckets, summed at the end
 local totals = {}
 local results = {}
 local legs = {}      -- call_id -> leg (false: no leg), read once, written at the end
@@ -85,7 +84,6 @@ local moved = {}     -- call_ids whose waiting may have changed, in order (no re
 local facts = {}     -- caller facts, in order
 local offered_with_caller = {}  -- journey bucket -> offered calls with a caller
 local hour = math.floor(now / 3600000)
-local slots_second, slots = nil, nil
 
 local function stored_offset(source)
   local value = stored_offsets[source]
@@ -96,32 +94,17 @@ local function stored_offset(source)
   return value
 end
 
--- The bucket tables (one per window) that time ts falls in; events come in runs of
--- nearby times, so the last second's answer is kept.
-local function slots_for(ts)
-  local second = math.floor(ts / 1000)
-  if second ~= slots_second then
-    slots_second, slots = second, {}
-    for i, w in ipairs(cfg.windows) do
-      local n = math.floor(second / w[2])
-      local b = buckets[i][n]
-      if b == nil then
-        b = {}
-        buckets[i][n] = b
-      end
-      slots[i] = b
-    end
-  end
-  return slots
-end
-
--- Count a figure in every window's bucket for time ts (and in the totals, for outcomes).
+-- Count a figure at time ts (and in the totals, for outcomes). Counted by the second
+-- here, and into every window's bucket once per second at the end: a batch's rows
+-- share their seconds, and an event counts several figures.
 local function count(ts, figure, amount, outcome)
-  local s = slots_for(ts)
-  for i = 1, #s do
-    local b = s[i]
-    b[figure] = (b[figure] or 0) + amount
+  local second = math.floor(ts / 1000)
+  local sums = seconds[second]
+  if sums == nil then
+    sums = {}
+    seconds[second] = sums
   end
+  sums[figure] = (sums[figure] or 0) + amount
   if outcome then
     totals[figure] = (totals[figure] or 0) + amount
   end
@@ -456,11 +439,21 @@ for _, set in ipairs({'waiting', 'ranked', 'cbwait'}) do
 end
 if waiting_changed then redis.call('INCR', prefix .. ':wgen') end
 
-for i, w in ipairs(cfg.windows) do
-  local window = w[1]
-  local ttl = ((cfg.reach or {})[tostring(window)] or window) + 2 * w[2] +
+for _, w in ipairs(cfg.windows) do
+  local window, width = w[1], w[2]
+  local ttl = ((cfg.reach or {})[tostring(window)] or window) + 2 * width +
               cfg.bucket_ttl_extra_s
-  for n, sums in pairs(buckets[i]) do
+  local buckets = {}  -- bucket number -> {figure -> increment}
+  for second, counted in pairs(seconds) do
+    local n = math.floor(second / width)
+    local sums = buckets[n]
+    if sums == nil then
+      sums = {}
+      buckets[n] = sums
+    end
+    for figure, amount in pairs(counted) do sums[figure] = (sums[figure] or 0) + amount end
+  end
+  for n, sums in pairs(buckets) do
     local key = prefix .. ':w:' .. window .. ':' .. n
     for figure, amount in pairs(sums) do
       redis.call('HINCRBY', key, figure, int(amount))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any, NamedTuple, cast
 
 from redis.crc import key_slot
@@ -26,6 +27,7 @@ DAY_MS = 24 * 3600 * 1000
 KEEP_MS = DAY_MS + 2 * 3600 * 1000
 #: Callers per journey script call on one Redis.
 CALLERS_PER_CALL = 100
+_TS_MS = itemgetter(4)  # JourneyOp.ts_ms, read in C
 
 
 class JourneyOp(NamedTuple):
@@ -71,10 +73,13 @@ class JourneyStore:
             return
         by_caller: dict[str, list[list[Any]]] = {}
         # A batch's facts come queue by queue: a caller's steps are taken in time order.
-        for op in sorted(ops, key=lambda o: o.ts_ms):
-            by_caller.setdefault(op.caller, []).append(
-                [op.op, op.token, op.queue_id, op.ts_ms, op.wait_ms, op.short_ms,
-                 _mark(op.token), str(op.ts_ms)])
+        for caller, op, token, queue_id, ts_ms, wait_ms, short_ms, _ in sorted(
+                ops, key=_TS_MS):
+            steps = by_caller.get(caller)
+            if steps is None:
+                steps = by_caller[caller] = []
+            steps.append([op, token, queue_id, ts_ms, wait_ms, short_ms, _mark(token),
+                          str(ts_ms)])
         config = json.dumps({"now": now_ms, "day_ms": DAY_MS, "keep_ms": KEEP_MS})
         groups = self._groups(list(by_caller))
         replies = await self.store._scripts([
