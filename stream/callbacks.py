@@ -191,7 +191,8 @@ class Callbacks:
     async def _decide(self, candidates: list[Candidate], now_ms: int) -> None:
         """Opt-out and hours, then the callers' side, then the queues' side (which makes
         each offer and its outbox message in one step): each step one round trip for all
-        the candidates, in order, so one caller's candidates are taken in turn."""
+        the candidates, in order, so one caller's candidates are taken in turn; steps that
+        do not wait for each other's answers share a round trip."""
         if not candidates:
             return
         opted_out = await self.offers.opted_out(sorted({c.caller for c in candidates}))
@@ -209,21 +210,25 @@ class Callbacks:
             else:
                 assert verdict.due_ms is not None
                 passed.append((c, verdict.due_ms))
-        await self.offers.note_missed(
-            sorted({c.caller for c, _ in passed if c.kind == "missed_call"}), now_ms)
-        reserved = await self.offers.reserve(
-            [(c.caller, offer_id_for(c.call_id), c.call_id, c.queue_id, c.kind)
-             for c, _ in passed], now_ms,
-            [self.policy.for_queue(c.queue_id).callback_max_per_caller for c, _ in passed])
+        _, reserved = await asyncio.gather(
+            # before any offer is made, so the day's set holds every caller with one
+            self.offers.note_missed(
+                sorted({c.caller for c, _ in passed if c.kind == "missed_call"}), now_ms),
+            self.offers.reserve(
+                [(c.caller, offer_id_for(c.call_id), c.call_id, c.queue_id, c.kind)
+                 for c, _ in passed], now_ms,
+                [self.policy.for_queue(c.queue_id).callback_max_per_caller
+                 for c, _ in passed]))
         chosen: list[tuple[Candidate, int]] = []
         for (c, due), answer in zip(passed, reserved, strict=True):
             if answer == "ok":
                 chosen.append((c, due))
             else:
                 refusals.append((c.queue_id, offer_id_for(c.call_id), answer, c.member))
-        await self.offers.refuse(refusals)
         live = [(c.queue_id, c.call_id) for c, _ in chosen if c.kind != "missed_call"]
-        places = dict(zip(live, await self.offers.positions(live), strict=True))
+        _, positions = await asyncio.gather(self.offers.refuse(refusals),
+                                            self.offers.positions(live))
+        places = dict(zip(live, positions, strict=True))
         ewts = self._ewts()
         offers = [(c.queue_id, self._offer(c, due, places.get((c.queue_id, c.call_id)), ewts))
                   for c, due in chosen]
