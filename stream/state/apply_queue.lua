@@ -73,7 +73,17 @@ local ranked_key = prefix .. ':ranked'
 
 local stored_offsets = {}
 local applied_offsets = {}
-local seconds = {}   -- second -> {figure -> increment}: the window buckets, summed at the end
+-- The window buckets' largest common unit (s): figures are counted by it, then summed
+-- into every window's buckets once at the end (a batch's rows share their units, and
+-- an event counts several figures).
+local unit = 0
+for _, w in ipairs(cfg.windows) do
+  local a, b = w[2], unit
+  while b ~= 0 do a, b = b, a % b end
+  unit = a
+end
+local unit_ms = unit * 1000
+local units = {}     -- unit number -> {figure -> increment}
 local totals = {}
 local results = {}
 local legs = {}      -- call_id -> leg (false: no leg), read once, written at the end
@@ -94,15 +104,13 @@ local function stored_offset(source)
   return value
 end
 
--- Count a figure at time ts (and in the totals, for outcomes). Counted by the second
--- here, and into every window's bucket once per second at the end: a batch's rows
--- share their seconds, and an event counts several figures.
+-- Count a figure at time ts (and in the totals, for outcomes).
 local function count(ts, figure, amount, outcome)
-  local second = math.floor(ts / 1000)
-  local sums = seconds[second]
+  local n = math.floor(ts / unit_ms)
+  local sums = units[n]
   if sums == nil then
     sums = {}
-    seconds[second] = sums
+    units[n] = sums
   end
   sums[figure] = (sums[figure] or 0) + amount
   if outcome then
@@ -444,8 +452,9 @@ for _, w in ipairs(cfg.windows) do
   local ttl = ((cfg.reach or {})[tostring(window)] or window) + 2 * width +
               cfg.bucket_ttl_extra_s
   local buckets = {}  -- bucket number -> {figure -> increment}
-  for second, counted in pairs(seconds) do
-    local n = math.floor(second / width)
+  local per = width / unit
+  for u, counted in pairs(units) do
+    local n = math.floor(u / per)
     local sums = buckets[n]
     if sums == nil then
       sums = {}

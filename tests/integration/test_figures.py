@@ -271,6 +271,31 @@ async def test_windows_hold_only_their_span(centre: Centre) -> None:
     assert (await centre.figures("q", now))["totals"]["offered"] == 4
 
 
+async def test_windows_whose_buckets_differ_in_width_count_exactly() -> None:
+    """Buckets of 20, 30 and 120 s (10m, 15m, 1h windows): the queue script counts by
+    their common 10 s, then into each window's buckets."""
+    windows = [600, 900, 3600]
+    store = await StateStore.connect(REDIS_URL, bucket_windows(windows),
+                                     KeySpace(f"f{uuid.uuid4().hex[:8]}"))
+    try:
+        centre = Centre(store, Policy())
+        now = T0 + 3000_000
+        ago = [300, 305, 315, 700, 2000]  # seconds before now
+        await centre.apply(*[queued(f"c{i}", 3000 - a) for i, a in enumerate(ago)])
+        await centre.apply(answered("c0", 3000 - 290), answered("c3", 3000 - 680),
+                           abandoned("c1", 3000 - 200))
+        raw = await store.read_queues(["q"], now)
+        figures = queue_snapshot("q", raw["q"], {}, Policy().for_queue("q"), windows, now)
+        w = figures["windows"]
+        assert [w[k]["offered"] for k in ("10m", "15m", "1h")] == [3, 4, 5]
+        assert [w[k]["answered"] for k in ("10m", "15m", "1h")] == [1, 2, 2]
+        assert [w[k]["abandoned"] for k in ("10m", "15m", "1h")] == [1, 1, 1]
+        assert w["15m"]["asa_seconds"] == pytest.approx(15.0)  # waits 10 s and 20 s
+        assert figures["totals"]["offered"] == 5
+    finally:
+        await store.close()
+
+
 async def test_agents_per_state_ewt_and_staffing(centre: Centre) -> None:
     agent = "agent.state"
     await centre.apply(
