@@ -20,6 +20,7 @@ from importlib import resources
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.crc import key_slot
 from redis.exceptions import NoScriptError, ResponseError
 
 from ..config import TREND_WINDOW_SECONDS
@@ -48,6 +49,11 @@ _SCRIPTS = ("apply_queue", "apply_agents", "read_queue", "raise_clock", "admit",
             "cb_release", "cb_emit", "cb_refuse", "cb_attempt", "cb_cancel", "read_agents",
             "alert_inputs", "alert_move", "apply_journey", "journey_queue", "read_journeys",
             "facts_taken")
+#: Scripts also loaded as a "many" form (:meth:`StateStore.many`): small steps taken
+#: for many callers or offers at once, where a script call costs more than its work.
+_MANY = ("cb_reserve", "cb_release", "cb_emit", "cb_refuse")
+#: Calls per "many" script call on one Redis.
+MANY_PER_CALL = 100
 #: How a script says that one row of its batch cannot be applied (see apply_queue.lua).
 _ROW_FAILED = "CSAPPLY "
 
@@ -128,6 +134,23 @@ def _script(name: str) -> str:
     return resources.files(__package__).joinpath(f"{name}.lua").read_text(encoding="utf-8")
 
 
+def _many(source: str) -> str:
+    """A script run once per call of a list, in order, in one atomic step: KEYS all the
+    calls' keys; ARGV[1] JSON, per call, [number of its keys, its args...]; returns the
+    JSON list of the calls' answers (false for none)."""
+    return (
+        "local all_keys, calls, answers, taken = KEYS, cjson.decode(ARGV[1]), {}, 0\n"
+        "local function once(KEYS, ARGV)\n" + source + "\nend\n"
+        "for i, call in ipairs(calls) do\n"
+        "  local n = call[1]\n"
+        "  local answer = once({unpack(all_keys, taken + 1, taken + n)}, {unpack(call, 2)})\n"
+        "  taken = taken + n\n"
+        "  if answer == nil then answer = false end\n"
+        "  answers[i] = answer\n"
+        "end\n"
+        "return cjson.encode(answers)\n")
+
+
 class StateStore:
     """Queue and agent state in Redis, shared by every processor instance."""
 
@@ -144,6 +167,7 @@ class StateStore:
         #: keep what legs with a caller did in each queue's outbox (journeys, callbacks)
         self.caller_facts = caller_facts
         self._sources = {name: _script(name) for name in _SCRIPTS}
+        self._sources |= {name + "*": _many(self._sources[name]) for name in _MANY}
         self._shas: dict[str, str] = {}
         self._ready_scripts = False
         #: shard -> source -> the highest offset this instance applied there.
@@ -493,6 +517,30 @@ class StateStore:
         except NoScriptError:
             await self.load_scripts()
             return await self._send(calls, raise_on_error)
+
+    async def many(self, calls: Sequence[ScriptCall]) -> list[Any]:
+        """Script calls of one of the ``_MANY`` scripts, answered in order, taken in few
+        script calls: up to ``MANY_PER_CALL`` each on one Redis, one per slot on a Cluster
+        (each call's keys share a slot). Each call stays atomic, and calls with keys in
+        one slot are taken in their order."""
+        if not calls:
+            return []
+        groups: dict[Any, list[int]] = {}
+        for i, (name, key, *_) in enumerate(calls):
+            at = (key_slot(_keys(key)[0].encode()) if self.is_cluster
+                  else i // MANY_PER_CALL)
+            groups.setdefault((name, at), []).append(i)
+        batched = []
+        for members in groups.values():
+            name = calls[members[0]][0]
+            keys = [k for i in members for k in _keys(calls[i][1])]
+            batched.append((name + "*", tuple(keys), json.dumps(
+                [[len(_keys(calls[i][1])), *map(str, calls[i][2:])] for i in members])))
+        answers: list[Any] = [None] * len(calls)
+        for members, reply in zip(groups.values(), await self._scripts(batched), strict=True):
+            for i, answer in zip(members, json.loads(reply), strict=True):
+                answers[i] = answer
+        return answers
 
     async def _send(self, calls: Sequence[ScriptCall], raise_on_error: bool) -> list[Any]:
         """On a Cluster, which refuses scripts in pipelines, as concurrent calls instead."""

@@ -13,6 +13,7 @@ import pytest
 import redis
 from test_agents import api_agents_as_recorded, simulated_centre
 from test_journeys_e2e import all_journeys_match, cross_queue_stream, model, repeat_caller_stream
+from test_many_scripts import reserve_all
 
 from harness import (
     InProcessProcessor,
@@ -97,3 +98,10 @@ async def test_caller_journeys_are_exact_across_nodes(broker: EmbeddedBroker,
     prefix = settings.redis_prefix
     journeys_on = {bool(redis.Redis(port=p).keys(f"{prefix}:{{c:*")) for p in cluster}
     assert journeys_on == {True}  # callers' journeys on every primary
+
+
+async def test_many_small_script_calls_answer_in_order_on_a_cluster(cluster: list[int]
+                                                                    ) -> None:
+    """Callback reservations for 250 callers over the three nodes' slots, taken a slot's
+    calls at a time: each answers as alone, in order."""
+    await reserve_all(f"redis://127.0.0.1:{cluster[0]}")
