@@ -105,6 +105,8 @@ class StateBatch:
         #: topic, partition and source of the last event added (a batch comes in runs of
         #: one partition's records)
         self._source: tuple[str, int, str] = ("", -1, "")
+        #: shard -> source -> the offset of its last row (the highest: offsets only grow)
+        self._highest: dict[str, dict[str, int]] = {}
 
     def add(self, position: Position, event: Event) -> None:
         """Route one valid event; its rows keep the order of the calls to ``add``. (This
@@ -151,6 +153,10 @@ class StateBatch:
                 self.queue_ids.add(shard)
         message.rows.append((shard, len(rows)))
         rows.append((index, row))
+        highest = self._highest.get(shard)
+        if highest is None:
+            highest = self._highest[shard] = {}
+        highest[row[0]] = row[1]
         self._encoded = None
 
     def messages_naming(self, queue_ids: set[str], agent_ids: set[str]) -> list[int]:
@@ -191,6 +197,8 @@ class StateBatch:
 
     def highest_offsets(self, shard: str) -> dict[str, int]:
         """source -> the highest offset of the shard's live rows."""
+        if not self._dropped:  # rows come in offset order per source: kept as added
+            return self._highest.get(shard, {})
         highest: dict[str, int] = {}
         for _, row in self.live_rows(shard):
             source, offset = row[0], row[1]

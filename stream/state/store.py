@@ -526,9 +526,9 @@ class StateStore:
         if not calls:
             return []
         groups: dict[Any, list[int]] = {}
+        cluster = self.is_cluster
         for i, (name, key, *_) in enumerate(calls):
-            at = (key_slot(_keys(key)[0].encode()) if self.is_cluster
-                  else i // MANY_PER_CALL)
+            at = key_slot(_keys(key)[0].encode()) if cluster else i // MANY_PER_CALL
             groups.setdefault((name, at), []).append(i)
         batched = []
         for members in groups.values():
