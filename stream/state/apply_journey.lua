@@ -155,8 +155,8 @@ local function journey(key, ops)
     end
   end
 
-  -- Marks past the horizon can no longer come again.
-  for field, value in pairs(j) do
+  -- Marks past the horizon can no longer come again (a new journey has none).
+  for field, value in pairs(exists and j or {}) do
     if string.sub(field, 1, 2) == 't:' and tonumber(string.match(value, '^(%-?%d+)|'))
         < newest - cfg.keep_ms then
       drop(field)
