@@ -6,7 +6,8 @@
     .venv/bin/python bench/bench_pipeline.py rss [--events 1000000]
 
 throughput: produce the events first, then time a bare aiokafka drain of the topic and
-callstream's processor on it (first applied event to last), in the same run.
+callstream's processor on it (first applied event to last), in the same run; and the CPU
+per event of Redis and of the processor, read around the processor's run.
 latency: produce at a fixed rate while the processor runs; Kafka record timestamp
 (producer side) to the moment the batch holding it was fetched, had its state applied in
 Redis (the figures), and was finished (facts relayed, offsets committed).
@@ -25,6 +26,7 @@ import json
 import multiprocessing
 import os
 import random
+import resource
 import statistics
 import subprocess
 import sys
@@ -32,6 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
@@ -198,14 +201,30 @@ async def throughput(args: argparse.Namespace) -> None:
         await produce_all(settings, events)
         drain = bare_drain(settings, len(events))
         drain_rate = await drain
+        cpu_before = await cpu_seconds()
         consumer = await run_consumer(settings, len(events), args.core_only,
                                       offers=not args.without_offers)
+        cpu_after = await cpu_seconds()
     rate = len(events) / (consumer.last - consumer.first)
     print(f"events: {len(events)} ({args.calls} calls, {args.queues} queues, "
           f"{args.agents or 1} agent(s), 8 partitions)")
     print(f"bare aiokafka drain: {drain_rate:,.0f} events/s")
     print(f"callstream applied:  {rate:,.0f} events/s "
           f"({rate / drain_rate:.1%} of the bare drain)")
+    redis_us, own_us = ((after - before) * 1e6 / len(events)
+                        for before, after in zip(cpu_before, cpu_after, strict=True))
+    print(f"CPU per event: Redis {redis_us:.1f} µs (all its clients), "
+          f"callstream {own_us:.1f} µs")
+
+
+async def cpu_seconds() -> tuple[float, float]:
+    """CPU seconds used so far by the Redis server (INFO cpu) and by this process."""
+    client = aioredis.Redis.from_url(REDIS_URL)
+    info = await client.info("cpu")
+    await client.aclose()
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return (float(info["used_cpu_sys"]) + float(info["used_cpu_user"]),
+            own.ru_utime + own.ru_stime)
 
 
 async def paced_produce(settings: Settings, events: list[tuple[bytes, bytes]], rate: int
