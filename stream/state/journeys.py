@@ -90,8 +90,10 @@ class JourneyStore:
         for group, reply in zip(groups, replies, strict=True):
             for caller, decisions in zip(group, json.loads(reply), strict=True):
                 for decision in decisions or ():  # cjson writes an empty list as {}
-                    by_queue.setdefault(decision[0], []).append(
-                        [caller, *decision, boxes.get(decision[1], "")])
+                    rows = by_queue.get(decision[0])
+                    if rows is None:
+                        rows = by_queue[decision[0]] = []
+                    rows.append([caller, *decision, boxes.get(decision[1], "")])
         if by_queue:
             queue_config = json.dumps({"bucket_ms": BUCKET_MS, "day_ms": DAY_MS})
             await self.store._scripts([
@@ -135,7 +137,7 @@ def _mark(token: str) -> str:
     """A fact's mark in its caller's journey: the first 8 hex digits of its token's SHA-1,
     so that a journey stays small whatever the event ids (made here: several times
     cheaper than in Lua)."""
-    return hashlib.sha1(token.encode()).hexdigest()[:8]
+    return hashlib.sha1(token.encode()).digest()[:4].hex()
 
 
 def _sums(raw: dict[str, Any]) -> QueueJourneys:

@@ -376,11 +376,13 @@ class StateStore:
     async def drop_caller_facts(self, facts: list[CallerFact]) -> None:
         """Every handler took these facts: their boxes leave the outboxes."""
         by_queue: dict[str, tuple[set[str], set[str]]] = {}
-        for fact in facts:
-            boxes, tokens = by_queue.setdefault(fact.queue_id, (set(), set()))
-            boxes.add(fact.box)
-            if fact.what == "queued":  # only these may have been counted as repeat calls
-                tokens.add(fact.token)
+        for queue_id, token, what, _, _, _, _, box in facts:
+            sets = by_queue.get(queue_id)
+            if sets is None:
+                sets = by_queue[queue_id] = (set(), set())
+            sets[0].add(box)
+            if what == "queued":  # only these may have been counted as repeat calls
+                sets[1].add(token)
         await self._scripts([
             ("facts_taken", self.keys.queue(q),
              json.dumps({"boxes": sorted(boxes), "tokens": sorted(tokens)}))
