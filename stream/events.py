@@ -36,8 +36,9 @@ _CALLER_DIGITS = re.compile(r"[0-9]{1,20}", re.ASCII)
 #: ``priority`` is a 32-bit signed integer (contract §1).
 PRIORITY_MIN, PRIORITY_MAX = -(2**31), 2**31 - 1
 _DATE_PREFIX = re.compile(r"\d{4}-\d\d-\d\d[Tt ]")
-#: The usual form of ``ts``, which the standard library reads (several times faster than
-#: a general RFC 3339 parser); anything else goes to pydantic's parser.
+#: The usual form of ``ts``, which the standard library reads in one call (pydantic's
+#: parser, with the validators around it, takes 1.7 times as long); anything else goes to
+#: pydantic's parser.
 _USUAL_TS = re.compile(
     r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d{1,6})?(?:Z|[+-]\d\d:[0-5]\d)\Z")
 _AGENT_STATES = ("available", "busy", "wrapup", "away", "offline")
