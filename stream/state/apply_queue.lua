@@ -104,14 +104,19 @@ local function stored_offset(source)
   return value
 end
 
--- Count a figure at time ts (and in the totals, for outcomes).
-local function count(ts, figure, amount, outcome)
-  local n = math.floor(ts / unit_ms)
-  local sums = units[n]
+-- The sums (figure -> increment) held at number n of a table, made on first use.
+local function sums_at(by_number, n)
+  local sums = by_number[n]
   if sums == nil then
     sums = {}
-    units[n] = sums
+    by_number[n] = sums
   end
+  return sums
+end
+
+-- Count a figure at time ts (and in the totals, for outcomes).
+local function count(ts, figure, amount, outcome)
+  local sums = sums_at(units, math.floor(ts / unit_ms))
   sums[figure] = (sums[figure] or 0) + amount
   if outcome then
     totals[figure] = (totals[figure] or 0) + amount
@@ -454,12 +459,7 @@ for _, w in ipairs(cfg.windows) do
   local buckets = {}  -- bucket number -> {figure -> increment}
   local per = width / unit
   for u, counted in pairs(units) do
-    local n = math.floor(u / per)
-    local sums = buckets[n]
-    if sums == nil then
-      sums = {}
-      buckets[n] = sums
-    end
+    local sums = sums_at(buckets, math.floor(u / per))
     for figure, amount in pairs(counted) do sums[figure] = (sums[figure] or 0) + amount end
   end
   for n, sums in pairs(buckets) do

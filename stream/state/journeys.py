@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any, NamedTuple, cast
 
-from redis.crc import key_slot
-
 from .store import JOURNEY_BUCKET_MS as BUCKET_MS
 from .store import StateStore
 
@@ -81,14 +79,17 @@ class JourneyStore:
             steps.append([op, token, queue_id, ts_ms, wait_ms, short_ms, _mark(token),
                           str(ts_ms)])
         config = json.dumps({"now": now_ms, "day_ms": DAY_MS, "keep_ms": KEEP_MS})
-        groups = self._groups(list(by_caller))
+        callers = list(by_caller)
+        keys = [self.keys.caller(c) for c in callers]
+        groups = self.store.in_groups(keys, CALLERS_PER_CALL)
         replies = await self.store._scripts([
-            ("apply_journey", tuple(self.keys.caller(c) for c in group), config,
-             json.dumps([by_caller[c] for c in group])) for group in groups])
+            ("apply_journey", tuple(keys[i] for i in group), config,
+             json.dumps([by_caller[callers[i]] for i in group])) for group in groups])
         boxes = {op.token: op.box for op in ops}
         by_queue: dict[str, list[list[Any]]] = {}
         for group, reply in zip(groups, replies, strict=True):
-            for caller, decisions in zip(group, json.loads(reply), strict=True):
+            for i, decisions in zip(group, json.loads(reply), strict=True):
+                caller = callers[i]
                 for decision in decisions or ():  # cjson writes an empty list as {}
                     rows = by_queue.get(decision[0])
                     if rows is None:
@@ -99,17 +100,6 @@ class JourneyStore:
             await self.store._scripts([
                 ("journey_queue", self.keys.queue(q), queue_config, json.dumps(rows))
                 for q, rows in by_queue.items()])
-
-    def _groups(self, callers: list[str]) -> list[list[str]]:
-        """Callers taken by one script call: many on one Redis (a call costs more than a
-        caller), one slot's on a Cluster."""
-        if not self.store.is_cluster:
-            return [callers[i:i + CALLERS_PER_CALL]
-                    for i in range(0, len(callers), CALLERS_PER_CALL)]
-        by_slot: dict[int, list[str]] = {}
-        for caller in callers:
-            by_slot.setdefault(key_slot(self.keys.caller(caller).encode()), []).append(caller)
-        return list(by_slot.values())
 
     async def read(self, queue_ids: list[str], now_ms: int, prune: bool = False,
                    sums: bool = True) -> dict[str, QueueJourneys]:

@@ -72,9 +72,9 @@ class OfferStore:
                       caps: list[int]) -> list[str]:
         """The callers' side of (caller, offer_id, call_id, queue_id, kind), in order:
         each "ok", "already_offered" or "caller_cap"."""
-        replies = await self.store.many([
-            ("cb_reserve", self.keys.caller(caller), offer_id, call_id, queue_id, kind,
-             str(now_ms), str(cap), str(CALLER_TTL_S))
+        replies = await self.store.many("cb_reserve", [
+            (self.keys.caller(caller), offer_id, call_id, queue_id, kind, str(now_ms),
+             str(cap), str(CALLER_TTL_S))
             for (caller, offer_id, call_id, queue_id, kind), cap in zip(asks, caps,
                                                                          strict=True)])
         return [str(reply) for reply in replies]
@@ -82,8 +82,8 @@ class OfferStore:
     async def release(self, releases: list[tuple[str, str, str]]) -> None:
         """(caller, offer_id, call_id): give back a reservation (with a call_id), or close
         a missed-call offer for cancelling (call_id "")."""
-        await self.store.many([("cb_release", self.keys.caller(caller), offer_id, call_id)
-                               for caller, offer_id, call_id in releases])
+        await self.store.many("cb_release", [(self.keys.caller(caller), offer_id, call_id)
+                                             for caller, offer_id, call_id in releases])
 
     async def note_missed(self, callers: list[str], now_ms: int) -> None:
         """Note callers about to get a missed-call offer (before the offer is made, so the
@@ -120,16 +120,17 @@ class OfferStore:
         """The queues' side of each (queue_id, offer): "ok", "moot" (no longer waiting)
         or "max_pending"."""
         extra = {"windows": self.store.windows, "bucket_ttl_extra_s": BUCKET_TTL_EXTRA_S}
-        replies = await self.store.many([
-            ("cb_emit", self.keys.queue(queue_id), json.dumps(offer | extra))
+        replies = await self.store.many("cb_emit", [
+            (self.keys.queue(queue_id), json.dumps(offer | extra))
             for queue_id, offer in offers])
         return [str(reply) for reply in replies]
 
     async def refuse(self, refusals: list[tuple[str, str, str, str]]) -> None:
         """(queue_id, offer_id, reason, member): count each refusal once per offer (and
         settle its crossing, if any)."""
-        await self.store.many([("cb_refuse", self.keys.queue(queue_id), offer_id, reason,
-                                member) for queue_id, offer_id, reason, member in refusals])
+        await self.store.many("cb_refuse", [
+            (self.keys.queue(queue_id), offer_id, reason, member)
+            for queue_id, offer_id, reason, member in refusals])
 
     async def offer(self, queue_id: str, offer_id: str) -> dict[str, Any] | None:
         raw = await self.store.client.hget(self.keys.queue(queue_id) + ":offers", offer_id)

@@ -520,26 +520,31 @@ class StateStore:
             await self.load_scripts()
             return await self._send(calls, raise_on_error)
 
-    async def many(self, calls: Sequence[ScriptCall]) -> list[Any]:
-        """Script calls of one of the ``_MANY`` scripts, answered in order, taken in few
-        script calls: up to ``MANY_PER_CALL`` each on one Redis, one per slot on a Cluster
-        (each call's keys share a slot). Each call stays atomic, and calls with keys in
-        one slot are taken in their order."""
+    def in_groups(self, keys: Sequence[str], per_call: int) -> list[list[int]]:
+        """The indexes of ``keys`` taken by one script call each, in order: up to
+        ``per_call`` on one Redis (a call costs more than a key), one slot's on a Cluster
+        (where a script's keys must share a slot)."""
+        if not self.is_cluster:
+            return [list(range(i, min(i + per_call, len(keys))))
+                    for i in range(0, len(keys), per_call)]
+        by_slot: dict[int, list[int]] = {}
+        for i, key in enumerate(keys):
+            by_slot.setdefault(key_slot(key.encode()), []).append(i)
+        return list(by_slot.values())
+
+    async def many(self, name: str, calls: Sequence[ScriptCall]) -> list[Any]:
+        """Calls ``(key, *args)`` of one of the ``_MANY`` scripts, answered in order, taken
+        in few script calls (:meth:`in_groups`). Each call stays atomic, and calls with
+        keys in one slot are taken in their order."""
         if not calls:
             return []
-        groups: dict[Any, list[int]] = {}
-        cluster = self.is_cluster
-        for i, (name, key, *_) in enumerate(calls):
-            at = key_slot(_keys(key)[0].encode()) if cluster else i // MANY_PER_CALL
-            groups.setdefault((name, at), []).append(i)
-        batched = []
-        for members in groups.values():
-            name = calls[members[0]][0]
-            keys = [k for i in members for k in _keys(calls[i][1])]
-            batched.append((name + "*", tuple(keys), json.dumps(
-                [[len(_keys(calls[i][1])), *map(str, calls[i][2:])] for i in members])))
+        groups = self.in_groups([_keys(call[0])[0] for call in calls], MANY_PER_CALL)
+        batched = [(name + "*", tuple(k for i in members for k in _keys(calls[i][0])),
+                    json.dumps([[len(_keys(calls[i][0])), *map(str, calls[i][1:])]
+                                for i in members]))
+                   for members in groups]
         answers: list[Any] = [None] * len(calls)
-        for members, reply in zip(groups.values(), await self._scripts(batched), strict=True):
+        for members, reply in zip(groups, await self._scripts(batched), strict=True):
             for i, answer in zip(members, json.loads(reply), strict=True):
                 answers[i] = answer
         return answers
