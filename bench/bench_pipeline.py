@@ -143,7 +143,7 @@ class TimedConsumer(Consumer):
         async def timed_apply(batch: Any, *args: Any) -> Any:
             results = await apply_state(batch, *args)
             wall_ms = time.time() * 1000
-            self.state_latencies.extend(wall_ms - m.event.ts for m in batch.state.messages)
+            self.state_latencies.extend(wall_ms - e.ts for e in batch.state.events)
             return results
 
         self.checkpoint.apply = timed_apply  # type: ignore[method-assign]
@@ -163,7 +163,7 @@ class TimedConsumer(Consumer):
         self.applied += batch.size
         if self.latency:
             wall_ms = time.time() * 1000
-            self.latencies.extend(wall_ms - m.event.ts for m in batch.state.messages)
+            self.latencies.extend(wall_ms - e.ts for e in batch.state.events)
 
 
 async def run_consumer(settings: Settings, until: int, core_only: bool = False,

@@ -10,12 +10,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .events import Rejection, parse
-from .state.batch import Position, StateBatch
+from .state.batch import StateBatch
 
 #: An event older than this (by the wall clock) is past every window and the dedup
 #: horizon: counted as stale, applied to nothing (contract §1 "Too old").
 STALE_AFTER_MS = 24 * 3600 * 1000
-_new_tuple = tuple.__new__
 
 
 class Record(Protocol):
@@ -61,7 +60,7 @@ class PreparedBatch:
         """Take messages out of the state batch and onto the dead-letter list."""
         self.state.drop(indexes)
         letters = [DeadLetter(self.records[i], Rejection(reason, detail,
-                                                         self.state.messages[i].event.type))
+                                                         self.state.events[i].type))
                    for i in indexes]
         self.dead_letters.extend(letters)
         return letters
@@ -69,7 +68,7 @@ class PreparedBatch:
     def counts(self, results: list[str | None]) -> Counter[tuple[str, str]]:
         """(type, result) -> messages: exactly one result per consumed message."""
         every: Counter[tuple[str, str | None]] = Counter(zip(
-            [m.event.type for m in self.state.messages], results, strict=True))
+            [e.type for e in self.state.events], results, strict=True))
         counted: Counter[tuple[str, str]] = Counter(
             {(t, r): n for (t, r), n in every.items() if r is not None})  # None: dead letter
         for event_type in self.stale:
@@ -97,5 +96,4 @@ def add(batch: PreparedBatch, records: list[Record], wall_now_ms: int,
             batch.stale.append(event.type)
         else:
             kept.append(record)
-            # tuple.__new__: half the time of the named tuple's own constructor
-            state.add(_new_tuple(Position, (record.topic, partition, offset)), event)
+            state.add(record.topic, partition, offset, event)

@@ -175,8 +175,7 @@ class Callbacks:
     async def after_apply(self, batch: StateBatch, now_ms: int) -> None:
         """The telephony side's reports of callback attempts (a batch hook): retries,
         reached, unreached. Run on every delivery of a batch: each attempt counts once."""
-        for message in batch.messages:
-            event = message.event
+        for event in batch.events:
             if type(event) is CallbackAttempt:  # isinstance on pydantic models is slow
                 await self._attempted(event, await self.now_ms())
 

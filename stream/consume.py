@@ -211,7 +211,7 @@ class Consumer:
         for (event_type, result), n in batch.counts(results).items():
             self.metrics.events.labels(event_type, result).inc(n)
         self.metrics.delay.observe_batch(time.time() * 1000,
-                                         [m.event.ts for m in batch.state.messages])
+                                         [e.ts for e in batch.state.events])
         for partition, offset in batch.last_offsets.items():
             self._applied[partition] = offset
         await self.checkpoint.commit(batch)

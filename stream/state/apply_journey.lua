@@ -4,16 +4,19 @@
 --          caller; on a Cluster, the callers of one call share a slot)
 -- ARGV[1]  JSON config: {now, day_ms, keep_ms}
 -- ARGV[2]  JSON list, one per key, of its caller's ops in the order to take them:
---          [[op, token, queue_id, ts_ms, wait_ms|null, short_ms, mark, ts_ms as text],
---          ...]  mark: the first 8 hex digits of the SHA-1 of the token (both made by
---          the caller: Lua's own take several times as long)
+--          [[op, number, queue_id, ts_ms, wait_ms|null, short_ms, mark, ts_ms as text],
+--          ...]  number: the op's number in the call (from 1), which its decisions
+--          answer in place of its token; mark: the first 8 hex digits of the SHA-1 of
+--          the token (both made by the caller: Lua's own take several times as long)
 --          op: Q queued, A answered (or a callback that reached the caller), B abandoned,
 --          X the miss at ts_ms on queue_id may be lost (no token; now ≥ ts + day)
 -- Returns a JSON list, one per key, of what the queues' keys must record
 -- (journey_queue.lua):
---   [queue_id, token, kind, ts, at, recovery_ms]  kind: r a repeat call, m a missed
---   caller (miss at ts), R recovered (the miss at ts, answered at `at`), L lost (the miss
---   at ts, lost at `at`); a first call (c) needs nothing more: apply_queue.lua counted it
+--   [queue_id, number, kind, ts, at, recovery_ms]  number: the op that decided it (0
+--   for a loss, and for the recovery of a miss taken before by an answer); kind: r a
+--   repeat call, m a missed caller (miss at ts), R recovered (the miss at ts, answered
+--   at `at`), L lost (the miss at ts, lost at `at`); a first call (c) needs nothing
+--   more: apply_queue.lua counted it
 --
 -- The journey is one hash (listpack-small), written once at the end:
 --   :j  q last queued ts; a the answers' ts of the last day (comma-separated);
@@ -42,17 +45,17 @@ local function drop(field) j[field] = nil; del[field] = true; set[field] = nil e
 local function num(field) local v = j[field]; return v and tonumber(v) end
 
 -- The decisions a fact made, from its stored mark (first time or again).
-local function replay(queue, token, ts, decision)
+local function replay(queue, number, ts, decision)
   local kind = string.sub(decision, 1, 1)
   if kind == 'r' or kind == 'm' then
-    out[#out + 1] = {queue, token, kind, ts, ts, 0}
+    out[#out + 1] = {queue, number, kind, ts, ts, 0}
   elseif kind == 'R' then  -- a miss answered before it was applied: recovered at once
     local at = tonumber(string.sub(decision, 2))
-    out[#out + 1] = {queue, token, 'R', ts, at, at - ts}
+    out[#out + 1] = {queue, number, 'R', ts, at, at - ts}
   elseif kind == 'A' and decision ~= 'A' then  -- the misses it recovered, ";queue=ts" each
     for q, m in string.gmatch(decision, ';([^=;]+)=(%-?%d+)') do
       m = tonumber(m)
-      out[#out + 1] = {q, '', 'R', m, ts, ts - m}
+      out[#out + 1] = {q, 0, 'R', m, ts, ts - m}
     end
   end
 end
@@ -132,7 +135,7 @@ local function journey(key, ops)
   local newest = 0
 
   for _, e in ipairs(ops) do
-    local op, token, queue, ts, wait, short_ms = e[1], e[2], e[3], e[4], e[5], e[6]
+    local op, number, queue, ts, wait, short_ms = e[1], e[2], e[3], e[4], e[5], e[6]
     local ts_text = e[8]
     if wait == cjson.null then wait = nil end
     if ts > newest then newest = ts end
@@ -140,17 +143,17 @@ local function journey(key, ops)
       local open = num('m:' .. queue)
       if (open == ts or not exists) and cfg.now - ts >= day then
         if open then drop('m:' .. queue) end
-        out[#out + 1] = {queue, '', 'L', ts, ts + day, 0}
+        out[#out + 1] = {queue, 0, 'L', ts, ts + day, 0}
       end
     else
       local mark = 't:' .. e[7]
       local seen = j[mark]
       if seen then
-        replay(queue, token, ts, string.match(seen, '^%-?%d+|(.*)$'))
+        replay(queue, number, ts, string.match(seen, '^%-?%d+|(.*)$'))
       else
         local decision = decide(op, queue, ts, ts_text, wait, short_ms)
         put(mark, ts_text .. '|' .. decision)
-        replay(queue, token, ts, decision)
+        replay(queue, number, ts, decision)
       end
     end
   end

@@ -8,8 +8,6 @@ refused, or applying it failed): its rows are then left out of every script call
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from ..events import (
@@ -21,6 +19,7 @@ from ..events import (
     CallTransferred,
     Event,
 )
+from .wire import dumps
 
 #: Shard of the agent rows; queue shards are queue ids, which are never empty.
 AGENTS = ""
@@ -35,22 +34,6 @@ _KIND = {
 }
 RESULT_NAMES = {"a": "applied", "d": "duplicate", "c": "conflict", "o": "orphan"}
 _WITH_AGENT = (CallAnswered, CallEnded, CallTransferred)
-
-
-class Position(NamedTuple):
-    """Where a message was read: its offsets are kept per source in the state. (Tuples:
-    one is made per event, and a frozen dataclass takes three times as long.)"""
-
-    topic: str
-    partition: int
-    offset: int
-
-    @property
-    def source(self) -> str:
-        return f"{self.topic}:{self.partition}"
-
-    def __str__(self) -> str:
-        return f"{self.topic}:{self.partition}:{self.offset}"
 
 
 class CallerFact(NamedTuple):
@@ -77,26 +60,35 @@ class CallerFact(NamedTuple):
                 for token, what, call_id, ts, caller, wait in raw]
 
 
-@dataclass(slots=True)
-class Message:
-    """An event of the batch, and where its rows went (its first row gives its result)."""
+class _Shard:
+    """One shard's rows, in order, with the message each came from."""
 
-    position: Position
-    event: Event
-    rows: list[tuple[str, int]] = field(default_factory=list)
+    __slots__ = ("highest", "index", "rows")
+
+    def __init__(self) -> None:
+        self.rows: list[list[Any]] = []
+        #: the message of each row; ``~message`` for a transfer's second row (the one in
+        #: the queue transferred to), which does not give the message's result
+        self.index: list[int] = []
+        #: source -> the offset of its last row (the highest: offsets only grow)
+        self.highest: dict[str, int] = {}
 
 
 class StateBatch:
-    """Events routed to per-queue rows (and agent rows), in consumption order."""
+    """Events routed to per-queue rows (and agent rows), in consumption order. (Kept as a
+    few flat lists: a batch holds thousands of events, and every object made per event
+    is also freed per event.)"""
 
     def __init__(self) -> None:
-        self.messages: list[Message] = []
-        self._rows: dict[str, list[tuple[int, list[Any]]]] = {}
+        self.events: list[Event] = []
+        self._shards: dict[str, _Shard] = {}
         self._dropped: set[int] = set()
         self._encoded: dict[str, str] | None = None
         self.newest_ts_ms: int | None = None
-        #: shard -> the result letters of its applied rows (kept across retries)
+        #: shard -> the result letters of its applied rows (kept across retries), and the
+        #: messages of those rows (as ``_Shard.index``)
         self.letters: dict[str, str] = {}
+        self._applied: dict[str, list[int]] = {}
         #: what legs with a caller did, in the order the scripts applied them
         self.caller_facts: list[CallerFact] = []
         #: every queue the batch's messages name (transfer targets and agents' queues too)
@@ -105,28 +97,25 @@ class StateBatch:
         #: topic, partition and source of the last event added (a batch comes in runs of
         #: one partition's records)
         self._source: tuple[str, int, str] = ("", -1, "")
-        #: shard -> source -> the offset of its last row (the highest: offsets only grow)
-        self._highest: dict[str, dict[str, int]] = {}
 
-    def add(self, position: Position, event: Event) -> None:
-        """Route one valid event; its rows keep the order of the calls to ``add``. (This
-        runs for every event: no isinstance on pydantic models, no ``cast`` calls.)"""
-        index = len(self.messages)
-        message = Message(position, event, [])
-        self.messages.append(message)
+    def add(self, topic: str, partition: int, offset: int, event: Event) -> None:
+        """Route one valid event read at this position; its rows keep the order of the
+        calls to ``add``. (This runs for every event: no isinstance on pydantic models, no
+        ``cast`` calls.)"""
+        index = len(self.events)
+        self.events.append(event)
         ts = event.ts
         if self.newest_ts_ms is None or ts > self.newest_ts_ms:
             self.newest_ts_ms = ts
         source = self._source
-        if position[1] != source[1] or position[0] != source[0]:  # a new partition
-            source = self._source = (position[0], position[1], position.source)
-        offset = position[2]
+        if partition != source[1] or topic != source[0]:  # a new partition
+            source = self._source = (topic, partition, f"{topic}:{partition}")
         e: Any = event
         cls = type(event)
         if cls is AgentStateChanged:
             self.agent_ids.add(e.agent_id)
             self.queue_ids.update(e.queues)
-            self._row(message, index, AGENTS, [
+            self._row(index, AGENTS, [
                 source[2], offset, e.event_id, e.agent_id, ts,
                 f"{e.state}|{','.join(e.queues)}|{ts}"])
             return
@@ -139,35 +128,35 @@ class StateBatch:
                caller, priority, agent]
         if cls is CallbackAttempt:
             row.append(e.result)  # answered: reached the caller
-        self._row(message, index, e.queue_id, row)
+        self._row(index, e.queue_id, row)
         if cls is CallTransferred:
             # Its own token: a transfer back into the same queue opens a new leg there.
-            self._row(message, index, e.to_queue_id, [
+            self._row(~index, e.to_queue_id, [
                 source[2], offset, "I" + e.event_id, "I", e.call_id, ts, None, None, None])
 
-    def _row(self, message: Message, index: int, shard: str, row: list[Any]) -> None:
-        rows = self._rows.get(shard)
+    def _row(self, index: int, shard: str, row: list[Any]) -> None:
+        rows = self._shards.get(shard)
         if rows is None:
-            rows = self._rows[shard] = []
+            rows = self._shards[shard] = _Shard()
             if shard != AGENTS:
                 self.queue_ids.add(shard)
-        message.rows.append((shard, len(rows)))
-        rows.append((index, row))
-        highest = self._highest.get(shard)
-        if highest is None:
-            highest = self._highest[shard] = {}
-        highest[row[0]] = row[1]
+        rows.rows.append(row)
+        rows.index.append(index)
+        rows.highest[row[0]] = row[1]
         self._encoded = None
 
     def messages_naming(self, queue_ids: set[str], agent_ids: set[str]) -> list[int]:
         """Indexes of the messages with a row in one of these queues, or for these agents."""
-        def names(message: Message) -> bool:
-            event = message.event
-            if isinstance(event, AgentStateChanged):
-                return event.agent_id in agent_ids or not queue_ids.isdisjoint(event.queues)
-            return any(shard in queue_ids for shard, _ in message.rows)
-
-        return [i for i, m in enumerate(self.messages) if names(m)]
+        named: set[int] = set()
+        for shard, rows in self._shards.items():
+            if shard in queue_ids:
+                named.update(i if i >= 0 else ~i for i in rows.index)
+        agents = self._shards.get(AGENTS)
+        for i in agents.index if agents else ():
+            event: Any = self.events[i]
+            if event.agent_id in agent_ids or not queue_ids.isdisjoint(event.queues):
+                named.add(i)
+        return sorted(named)
 
     def drop(self, indexes: list[int]) -> None:
         """Leave these messages out of the state: their rows are not sent."""
@@ -177,30 +166,35 @@ class StateBatch:
     def is_dropped(self, index: int) -> bool:
         return index in self._dropped
 
-    def live_rows(self, shard: str) -> list[tuple[int, list[Any]]]:
-        rows = self._rows.get(shard, [])
+    def _live(self, shard: str) -> tuple[list[int], list[list[Any]]]:
+        """The shard's rows not dropped, and the message of each (as ``_Shard.index``)."""
+        rows = self._shards.get(shard)
+        if rows is None:
+            return [], []
         if not self._dropped:
-            return rows
-        return [(i, row) for i, row in rows if i not in self._dropped]
+            return rows.index, rows.rows
+        dropped = self._dropped
+        live = [n for n, i in enumerate(rows.index) if (i if i >= 0 else ~i) not in dropped]
+        return [rows.index[n] for n in live], [rows.rows[n] for n in live]
 
     def shards(self) -> list[str]:
         """Shards with rows still to apply, queues first, agents last."""
-        return sorted((s for s in self._rows if self.live_rows(s)), key=lambda s: s == AGENTS)
+        return sorted((s for s in self._shards if self._live(s)[0]), key=lambda s: s == AGENTS)
 
     def encoded(self) -> dict[str, str]:
         """Each shard's live rows as the scripts take them (JSON), encoded once: a retry
         reuses them, and the consumer encodes while Redis still applies the batch before."""
         if self._encoded is None:
-            self._encoded = {shard: json.dumps([row for _, row in self.live_rows(shard)])
-                             for shard in self.shards()}
+            self._encoded = {shard: dumps(self._live(shard)[1]) for shard in self.shards()}
         return self._encoded
 
     def highest_offsets(self, shard: str) -> dict[str, int]:
         """source -> the highest offset of the shard's live rows."""
         if not self._dropped:  # rows come in offset order per source: kept as added
-            return self._highest.get(shard, {})
+            rows = self._shards.get(shard)
+            return rows.highest if rows else {}
         highest: dict[str, int] = {}
-        for _, row in self.live_rows(shard):
+        for row in self._live(shard)[1]:
             source, offset = row[0], row[1]
             if offset > highest.get(source, -1):
                 highest[source] = offset
@@ -208,29 +202,21 @@ class StateBatch:
 
     def message_of_row(self, shard: str, live_index: int) -> int:
         """The message of the shard's ``live_index``-th live row."""
-        return self.live_rows(shard)[live_index][0]
+        i = self._live(shard)[0][live_index]
+        return i if i >= 0 else ~i
 
-    def results(self, letters: dict[str, str]) -> list[str | None]:
-        """Each message's result name from the scripts' letters (None: dropped)."""
-        live_index = self._live_indexes(letters) if self._dropped else None
-        names: list[str | None] = []
-        for i, message in enumerate(self.messages):
-            if i in self._dropped:
-                names.append(None)
-                continue
-            shard, row_index = message.rows[0]
-            if live_index is not None:
-                row_index = live_index[(shard, row_index)]
-            names.append(RESULT_NAMES[letters[shard][row_index]])
-        return names
+    def applied(self, shard: str, letters: str) -> None:
+        """Note the result letters Redis answered for the shard's live rows."""
+        self.letters[shard] = letters
+        self._applied[shard] = self._live(shard)[0]
 
-    def _live_indexes(self, shards: dict[str, str]) -> dict[tuple[str, int], int]:
-        """(shard, row index) -> the row's index among the shard's live rows."""
-        position: dict[tuple[str, int], int] = {}
-        for shard in shards:
-            live = 0
-            for row_index, (i, _) in enumerate(self._rows.get(shard, ())):
-                if i not in self._dropped:
-                    position[(shard, row_index)] = live
-                    live += 1
-        return position
+    def results(self) -> list[str | None]:
+        """Each message's result name: the letter of its first row (None: dropped)."""
+        first: list[str | None] = [None] * len(self.events)
+        for shard, letters in self.letters.items():
+            for i, letter in zip(self._applied[shard], letters, strict=True):
+                if i >= 0:
+                    first[i] = letter
+        for i in self._dropped:
+            first[i] = None
+        return list(map(RESULT_NAMES.get, first))  # type: ignore[arg-type]

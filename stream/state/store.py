@@ -28,6 +28,7 @@ from ..errors import CallstreamError
 from .batch import AGENTS, CallerFact, StateBatch
 from .keys import KeySpace
 from .outgoing import Outgoing
+from .wire import dumps
 
 log = logging.getLogger(__name__)
 Redis = aioredis.Redis | aioredis.RedisCluster
@@ -250,7 +251,8 @@ class StateStore:
                     for source, stored in json.loads(reply[1:]).items():
                         behind[source] = min(behind.get(source, stored), stored)
                 else:
-                    letters[shard], _, facts = reply.partition("\n")
+                    shard_letters, _, facts = reply.partition("\n")
+                    batch.applied(shard, shard_letters)
                     if facts:
                         batch.caller_facts.extend(CallerFact.boxed(shard, json.loads(facts)))
                     written = self._written.setdefault(shard, {})
@@ -265,7 +267,7 @@ class StateStore:
         if batch.newest_ts_ms is not None:
             await self._scripts([("raise_clock", self.keys.event_clock,
                                   str(batch.newest_ts_ms))])
-        return batch.results(letters)
+        return batch.results()
 
     def _apply_call(self, shard: str, rows: str, rules: dict[str, QueueRules],
                     now_ms: int) -> tuple[str, ...]:
@@ -273,7 +275,7 @@ class StateStore:
         if shard == AGENTS:
             config = {"now": now_ms, "dedup_ttl_s": DEDUP_TTL_S, "expect": expect,
                       "windows": self.windows, "bucket_ttl_extra_s": BUCKET_TTL_EXTRA_S}
-            return ("apply_agents", self.keys.agents, json.dumps(config), rows)
+            return ("apply_agents", self.keys.agents, dumps(config), rows)
         rule = rules[shard]
         config = {
             "now": now_ms, "sla_ms": rule.sla_ms, "short_ms": rule.short_ms,
@@ -284,7 +286,7 @@ class StateStore:
         }
         if rule.callback_wait_ms is not None:
             config["cb_wait_ms"] = rule.callback_wait_ms
-        return ("apply_queue", self.keys.queue(shard), json.dumps(config), rows)
+        return ("apply_queue", self.keys.queue(shard), dumps(config), rows)
 
     async def save_positions(self, topic: str, checkpoint: dict[int, int],
                              dead_lettered: dict[int, int], queue_ids: set[str],
@@ -385,7 +387,7 @@ class StateStore:
                 sets[1].add(token)
         await self._scripts([
             ("facts_taken", self.keys.queue(q),
-             json.dumps({"boxes": sorted(boxes), "tokens": sorted(tokens)}))
+             dumps({"boxes": sorted(boxes), "tokens": sorted(tokens)}))
             for q, (boxes, tokens) in by_queue.items()])
 
     # -- outgoing messages (see publish_once.py) -----------------------------------------
@@ -540,7 +542,7 @@ class StateStore:
             return []
         groups = self.in_groups([_keys(call[0])[0] for call in calls], MANY_PER_CALL)
         batched = [(name + "*", tuple(k for i in members for k in _keys(calls[i][0])),
-                    json.dumps([[len(_keys(calls[i][0])), *map(str, calls[i][1:])]
+                    dumps([[len(_keys(calls[i][0])), *map(str, calls[i][1:])]
                                 for i in members]))
                    for members in groups]
         answers: list[Any] = [None] * len(calls)
