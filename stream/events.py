@@ -38,9 +38,9 @@ PRIORITY_MIN, PRIORITY_MAX = -(2**31), 2**31 - 1
 _DATE_PREFIX = re.compile(r"\d{4}-\d\d-\d\d[Tt ]")
 #: The usual form of ``ts``, which the standard library reads in one call (pydantic's
 #: parser, with the validators around it, takes 1.7 times as long); anything else goes to
-#: pydantic's parser.
+#: pydantic's parser. ASCII digits only (also a quarter faster to match).
 _USUAL_TS = re.compile(
-    r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d{1,6})?(?:Z|[+-]\d\d:[0-5]\d)\Z")
+    r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d{1,6})?(?:Z|[+-]\d\d:[0-5]\d)\Z", re.ASCII)
 _AGENT_STATES = ("available", "busy", "wrapup", "away", "offline")
 AgentState = Literal["available", "busy", "wrapup", "away", "offline"]
 

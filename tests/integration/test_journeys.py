@@ -151,6 +151,28 @@ async def test_a_fact_left_in_an_outbox_by_an_older_version_is_relayed(
     assert await journeys.store.client.hlen(outbox) == 0
 
 
+async def test_a_journey_stored_as_a_hash_by_an_older_version_goes_on(
+        journeys: Journeys) -> None:
+    """Journeys were once hashes: one left by an upgrade is read, and written back in
+    today's form with its TTL, its miss recovered by the caller's next answered call."""
+    await journeys.apply(queued("c1", 0), abandoned("c1", 60))
+    key = journeys.store.keys.caller("442079460001") + ":j"
+    stored = await journeys.store.client.get(key)
+    fields = dict(line.split("\t") for line in stored.split("\n"))
+    assert fields["q"] == str(T0) and fields["m:sales"] == str(T0 + 60_000)
+    await journeys.store.client.delete(key)
+    await journeys.store.client.hset(key, mapping=fields)
+    await journeys.apply(queued("c2", HOUR, queue="support"),
+                         answered("c2", HOUR + 10, queue="support"))
+    sales = await journeys.figures("sales", HOUR + 20)
+    assert states(sales) == (0, 1, 0)
+    assert sales["recovery_seconds"] == pytest.approx(HOUR + 10 - 60)
+    support = await journeys.figures("support", HOUR + 20)
+    assert support["repeat_calls"] == 1  # the hash's last queued call counted
+    assert await journeys.store.client.type(key) == "string"
+    assert 0 < await journeys.store.client.pttl(key) <= (24 + 2) * 3600 * 1000
+
+
 async def test_own_call_answered_on_another_queue_an_hour_later_recovers(
         journeys: Journeys) -> None:
     await journeys.apply(queued("c1", 0), abandoned("c1", 30))
