@@ -3,14 +3,17 @@
 1. admit the batch's new queues and agents under their bounds (refused: dead letters);
 2. copy the dead letters to the DLQ and wait for the broker's acknowledgement;
 3. apply the batch to the state (a message the state cannot take is dead-lettered first);
-4. hand what legs with a caller did to the callers' keys (journeys, missed-call offers),
-   then take it out of the queues' outboxes; then the batch hooks (callback attempts);
-5. record in Redis the batch's last offsets and the last dead-lettered ones;
+4. hand what legs with a caller did to the callers' keys (journeys, missed-call offers);
+5. then, side by side (one round trip's wait): take it out of the queues' outboxes, run
+   the batch hooks (callback attempts), and record in Redis the batch's last offsets and
+   the last dead-lettered ones;
 6. commit the offsets to Kafka.
 
 Steps 1-3 (:meth:`Checkpoint.apply`) and 4-5 (:meth:`Checkpoint.finish`) are separate
 calls, so that the consumer can apply the next batch's state while this one's facts are
-relayed; each call is made for the batches in their order.
+relayed; each call is made for the batches in their order. The parts of step 5 need no
+order among them: each is idempotent, and Kafka's commit waits for all of them (facts
+left in an outbox by a crash are relayed again by the janitor, to the same effect).
 
 Every step can be run again after a failure: the state skips what it applied, and a
 dead letter already sent (by this instance, or as Redis recorded it) is not sent again.
@@ -111,13 +114,17 @@ class Checkpoint:
         """Steps 4-5, once :meth:`apply` returned for the batch; Redis errors propagate
         (the caller calls it again: every step is idempotent)."""
         now_ms = int(time.time() * 1000)
-        await relay(self.store, self.handlers, batch.state.caller_facts, now_ms)
-        for hook in self.hooks:
-            await hook.after_apply(batch.state, now_ms)
+        facts = batch.state.caller_facts
+        await hand_over(self.handlers, facts, now_ms)
         sent = {p: o for p, o in self.dead_lettered.items()
                 if any(d.record.partition == p for d in batch.dead_letters)}
-        await self.store.save_positions(self.topic, batch.last_offsets, sent,
-                                        batch.state.queue_ids - batch.refused_queues, now_ms)
+        steps = [hook.after_apply(batch.state, now_ms) for hook in self.hooks]
+        if facts:
+            steps.append(self.store.drop_caller_facts(facts))
+        steps.append(self.store.save_positions(
+            self.topic, batch.last_offsets, sent,
+            batch.state.queue_ids - batch.refused_queues, now_ms))
+        await _all(steps)
 
     async def commit(self, batch: PreparedBatch) -> None:
         """Step 6, once the state holds the batch: Kafka's committed offsets."""
@@ -182,16 +189,24 @@ class Checkpoint:
 
 async def relay(store: StateStore, handlers: Sequence[FactHandler], facts: list[CallerFact],
                 now_ms: int) -> None:
-    """Hand caller facts to every handler, then take them out of the queues' outboxes.
+    """Hand caller facts to every handler, then take them out of the queues' outboxes."""
+    if facts:
+        await hand_over(handlers, facts, now_ms)
+        await store.drop_caller_facts(facts)
 
-    The handlers write keys of their own, so they run side by side: one's Redis work
-    overlaps another's Python work. Should any fail, the facts stay in the outboxes.
-    """
-    if not facts:
-        return
-    outcomes = await asyncio.gather(*(handler.take(facts, now_ms) for handler in handlers),
-                                    return_exceptions=True)
-    for outcome in outcomes:
+
+async def hand_over(handlers: Sequence[FactHandler], facts: list[CallerFact],
+                    now_ms: int) -> None:
+    """Hand caller facts to every handler. The handlers write keys of their own, so they
+    run side by side: one's Redis work overlaps another's Python work. Should any fail,
+    the facts stay in the outboxes."""
+    if facts:
+        await _all([handler.take(facts, now_ms) for handler in handlers])
+
+
+async def _all(steps: list[Coroutine[Any, Any, Any]]) -> None:
+    """Run the steps side by side until every one has ended; then raise the first
+    failure, if any (none is left running on its own)."""
+    for outcome in await asyncio.gather(*steps, return_exceptions=True):
         if isinstance(outcome, BaseException):
             raise outcome
-    await store.drop_caller_facts(facts)

@@ -135,22 +135,22 @@ class StateBatch:
                 source[2], offset, "I" + e.event_id, "I", e.call_id, ts, None, None, None])
 
     def _row(self, index: int, shard: str, row: list[Any]) -> None:
-        rows = self._shards.get(shard)
-        if rows is None:
-            rows = self._shards[shard] = _Shard()
+        held = self._shards.get(shard)
+        if held is None:
+            held = self._shards[shard] = _Shard()
             if shard != AGENTS:
                 self.queue_ids.add(shard)
-        rows.rows.append(row)
-        rows.index.append(index)
-        rows.highest[row[0]] = row[1]
+        held.rows.append(row)
+        held.index.append(index)
+        held.highest[row[0]] = row[1]
         self._encoded = None
 
     def messages_naming(self, queue_ids: set[str], agent_ids: set[str]) -> list[int]:
         """Indexes of the messages with a row in one of these queues, or for these agents."""
         named: set[int] = set()
-        for shard, rows in self._shards.items():
+        for shard, held in self._shards.items():
             if shard in queue_ids:
-                named.update(i if i >= 0 else ~i for i in rows.index)
+                named.update(i if i >= 0 else ~i for i in held.index)
         agents = self._shards.get(AGENTS)
         for i in agents.index if agents else ():
             event: Any = self.events[i]
@@ -168,14 +168,14 @@ class StateBatch:
 
     def _live(self, shard: str) -> tuple[list[int], list[list[Any]]]:
         """The shard's rows not dropped, and the message of each (as ``_Shard.index``)."""
-        rows = self._shards.get(shard)
-        if rows is None:
+        held = self._shards.get(shard)
+        if held is None:
             return [], []
         if not self._dropped:
-            return rows.index, rows.rows
+            return held.index, held.rows
         dropped = self._dropped
-        live = [n for n, i in enumerate(rows.index) if (i if i >= 0 else ~i) not in dropped]
-        return [rows.index[n] for n in live], [rows.rows[n] for n in live]
+        live = [n for n, i in enumerate(held.index) if (i if i >= 0 else ~i) not in dropped]
+        return [held.index[n] for n in live], [held.rows[n] for n in live]
 
     def shards(self) -> list[str]:
         """Shards with rows still to apply, queues first, agents last."""
@@ -191,8 +191,8 @@ class StateBatch:
     def highest_offsets(self, shard: str) -> dict[str, int]:
         """source -> the highest offset of the shard's live rows."""
         if not self._dropped:  # rows come in offset order per source: kept as added
-            rows = self._shards.get(shard)
-            return rows.highest if rows else {}
+            held = self._shards.get(shard)
+            return held.highest if held else {}
         highest: dict[str, int] = {}
         for row in self._live(shard)[1]:
             source, offset = row[0], row[1]
