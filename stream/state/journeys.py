@@ -99,7 +99,8 @@ class JourneyStore:
             for i, decisions in zip(group, json.loads(reply), strict=True):
                 caller = callers[i]
                 for queue_id, number, *decision in decisions or ():  # cjson: [] as {}
-                    token, box = (ops[number - 1][2], ops[number - 1][7]) if number else ("", "")
+                    step_of = ops[number - 1] if number else None
+                    token, box = (step_of.token, step_of.box) if step_of else ("", "")
                     rows = by_queue.get(queue_id)
                     if rows is None:
                         rows = by_queue[queue_id] = []

@@ -543,7 +543,7 @@ class StateStore:
         groups = self.in_groups([_keys(call[0])[0] for call in calls], MANY_PER_CALL)
         batched = [(name + "*", tuple(k for i in members for k in _keys(calls[i][0])),
                     dumps([[len(_keys(calls[i][0])), *map(str, calls[i][1:])]
-                                for i in members]))
+                           for i in members]))
                    for members in groups]
         answers: list[Any] = [None] * len(calls)
         for members, reply in zip(groups, await self._scripts(batched), strict=True):
