@@ -43,14 +43,13 @@ def ops_for(callers: int, queues: int, start_ms: int, seed: int = 1) -> list[Jou
         ops.append(JourneyOp(caller, "Q", f"E{i}-q", queue, t))
         roll = rng.random()
         if roll < 0.7:
-            ops.append(JourneyOp(caller, "A", f"E{i}-a", queue, t + 20_000, 20_000))
+            ops.append(JourneyOp(caller, "A", f"E{i}-a", queue, t + 20_000))
             continue
-        ops.append(JourneyOp(caller, "B", f"E{i}-b", queue, t + 30_000, 30_000, 5000))
+        ops.append(JourneyOp(caller, "B", f"E{i}-b", queue, t + 30_000))
         if roll < 0.85:
             other = f"queue{(i + 1) % queues}"
             ops.append(JourneyOp(caller, "Q", f"E{i}-q2", other, t + HOUR_MS))
-            ops.append(JourneyOp(caller, "A", f"E{i}-a2", other, t + HOUR_MS + 10_000,
-                                 10_000))
+            ops.append(JourneyOp(caller, "A", f"E{i}-a2", other, t + HOUR_MS + 10_000))
     return ops
 
 

@@ -43,8 +43,11 @@ class JourneyHandler:
         short_ms = {q: round(self.policy.for_queue(q).short_abandon_seconds * 1000)
                     for q in {f.queue_id for f in facts}}
         new = tuple.__new__  # a named tuple's own constructor takes twice as long
-        ops = [new(JourneyOp, (f.caller, _OPS[f.what], f.token, f.queue_id, f.ts_ms,
-                               f.wait_ms, short_ms[f.queue_id], f.box))
+        # An abandon sooner than the queue's threshold is no miss (an orphan's, with no
+        # wait, never short).
+        ops = [new(JourneyOp, (f.caller, "S" if f.what == "abandoned"
+                               and f.wait_ms is not None and f.wait_ms < short_ms[f.queue_id]
+                               else _OPS[f.what], f.token, f.queue_id, f.ts_ms, f.box))
                for f in facts if f.what in _OPS]
         await self.state.take(ops, now_ms)
 

@@ -3,20 +3,21 @@
 -- KEYS     the callers' key prefixes, e.g. "cs:{c:4915112345678}" (one hash tag per
 --          caller; on a Cluster, the callers of one call share a slot)
 -- ARGV[1]  JSON config: {now, day_ms, keep_ms}
--- ARGV[2]  JSON list, one per key, of its caller's ops in the order to take them:
---          [[op, number, queue_id, ts_ms, wait_ms|null, short_ms, mark, ts_ms as text],
---          ...]  number: the op's number in the call (from 1), which its decisions
---          answer in place of its token; mark: the first 8 hex digits of the SHA-1 of
---          the token (both made by the caller: Lua's own take several times as long)
---          op: Q queued, A answered (or a callback that reached the caller), B abandoned,
---          X the miss at ts_ms on queue_id may be lost (no token; now ≥ ts + day)
--- Returns a JSON list, one per key, of what the queues' keys must record
--- (journey_queue.lua):
---   [queue_id, number, kind, ts, at, recovery_ms]  number: the op that decided it (0
---   for a loss, and for the recovery of a miss taken before by an answer); kind: r a
---   repeat call, m a missed caller (miss at ts), R recovered (the miss at ts, answered
---   at `at`), L lost (the miss at ts, lost at `at`); a first call (c) needs nothing
---   more: apply_queue.lua counted it
+-- ARGV[2]  JSON list, one per key, of its caller's ops in the order to take them, four
+--          strings each, one after the other: op, queue_id, ts_ms, mark (an op's
+--          number, from 1 in its caller's list, is what its decisions answer); mark:
+--          the first 8 hex digits of the SHA-1 of the fact's token (made by the caller:
+--          Lua's own takes several times as long)
+--          op: Q queued, A answered (or a callback that reached the caller), B abandoned
+--          (a miss), S abandoned sooner than the queue's short-abandon threshold (no
+--          miss), X the miss at ts_ms on queue_id may be lost (no mark; now ≥ ts + day)
+-- Returns a JSON list of what the queues' keys must record (journey_queue.lua), seven
+-- values a decision, one after the other:
+--   key, number, queue_id, kind, ts, at, recovery_ms  key: the caller's, from 1 in KEYS;
+--   number: the op that decided it (0 for a loss, and for the recovery of a miss taken
+--   before by an answer); kind: r a repeat call, m a missed caller (miss at ts), R
+--   recovered (the miss at ts, answered at `at`), L lost (the miss at ts, lost at `at`);
+--   a first call (c) needs nothing more: apply_queue.lua counted it
 --
 -- The journey is one string of "field<TAB>value" lines, read with one GET and written
 -- once at the end with its TTL by one SET (as a hash it took a write and a PEXPIRE, a
@@ -33,36 +34,42 @@ local cfg = cjson.decode(ARGV[1])
 local batches = cjson.decode(ARGV[2])
 local day = cfg.day_ms
 local writes = {}
+local out = {}  -- the decisions, seven values each
 
 local function int(x) return string.format('%.0f', x) end
 -- The first bytes of the fields "m:<queue>" and "r:<queue>".
 local MISS, RECOVERY, COLON = string.byte('mr:', 1, 3)
 
--- The caller being worked on: its journey fields as changed so far, whether they
--- changed, and its answers (set by `journey` for each caller in turn).
-local j, changed, out
+-- The caller being worked on: its number in KEYS, its journey fields as changed so far,
+-- and whether they changed (set by `journey` for each caller in turn).
+local who, j, changed
 
 local function put(field, value) j[field] = value; changed = true end
 local function drop(field) j[field] = nil; changed = true end
 local function num(field) local v = j[field]; return v and tonumber(v) end
+local function decided(number, queue, kind, ts, at, recovery)
+  local n = #out
+  out[n + 1], out[n + 2], out[n + 3], out[n + 4] = who, number, queue, kind
+  out[n + 5], out[n + 6], out[n + 7] = ts, at, recovery
+end
 
 -- The decisions a fact made, from its stored mark (first time or again).
 local function replay(queue, number, ts, decision)
   local kind = string.sub(decision, 1, 1)
   if kind == 'r' or kind == 'm' then
-    out[#out + 1] = {queue, number, kind, ts, ts, 0}
+    decided(number, queue, kind, ts, ts, 0)
   elseif kind == 'R' then  -- a miss answered before it was applied: recovered at once
     local at = tonumber(string.sub(decision, 2))
-    out[#out + 1] = {queue, number, 'R', ts, at, at - ts}
+    decided(number, queue, 'R', ts, at, at - ts)
   elseif kind == 'A' and decision ~= 'A' then  -- the misses it recovered, ";queue=ts" each
     for q, m in string.gmatch(decision, ';([^=;]+)=(%-?%d+)') do
       m = tonumber(m)
-      out[#out + 1] = {q, 0, 'R', m, ts, ts - m}
+      decided(0, q, 'R', m, ts, ts - m)
     end
   end
 end
 
-local function decide(op, queue, ts, ts_text, wait, short_ms)
+local function decide(op, queue, ts, ts_text)
   if op == 'Q' then
     local last = num('q')
     if last == nil or ts > last then put('q', ts_text) end
@@ -70,24 +77,27 @@ local function decide(op, queue, ts, ts_text, wait, short_ms)
     return 'c'
   end
   if op == 'A' then
-    local answers = {ts_text}
     if j.a then
+      local answers = {ts_text}
       for a in string.gmatch(j.a, '[^,]+') do
         local at = tonumber(a)
         if at ~= ts and at > ts - day then answers[#answers + 1] = a end
       end
+      put('a', table.concat(answers, ','))
+    else
+      put('a', ts_text)
     end
-    put('a', table.concat(answers, ','))
     local recovered = {'A'}
     -- The misses and recoveries, copied out first: recovering one adds a field.
-    local fields = {}
+    local fields = nil
     for field, value in pairs(j) do
       local first, colon = string.byte(field, 1, 2)
       if colon == COLON and (first == MISS or first == RECOVERY) then
+        fields = fields or {}
         fields[#fields + 1] = {field, value}
       end
     end
-    for _, fv in ipairs(fields) do
+    for _, fv in ipairs(fields or {}) do
       local field, value = fv[1], fv[2]
       local q = string.match(field, '^m:(.*)$')
       local m = tonumber(value)
@@ -108,8 +118,7 @@ local function decide(op, queue, ts, ts_text, wait, short_ms)
     end
     return table.concat(recovered)
   end
-  -- B: an abandon; a short one is no miss, an orphan's (no wait) never short
-  if wait ~= nil and wait < short_ms then return 's' end
+  if op == 'S' then return 's' end  -- a short abandon is no miss
   local first = nil  -- the first answer at or after the miss, within the day
   for a in string.gmatch(j.a or '', '[^,]+') do
     a = tonumber(a)
@@ -128,11 +137,12 @@ local function decide(op, queue, ts, ts_text, wait, short_ms)
   return 'm'
 end
 
--- One caller's journey: its decisions; its writes are queued in `writes`.
+-- One caller's journey (the who-th key): its decisions go to `out`, its writes to
+-- `writes`.
 local function journey(key, ops)
   local stored = redis.pcall('GET', key)
   local exists = stored ~= false
-  j, changed, out = {}, false, {}
+  j, changed = {}, false
   if type(stored) == 'string' then
     for field, value in string.gmatch(stored, '([^\t\n]+)\t([^\n]*)') do j[field] = value end
   elseif exists then  -- WRONGTYPE: a journey written as a hash by an earlier version
@@ -141,24 +151,23 @@ local function journey(key, ops)
   end
   local newest = 0
 
-  for _, e in ipairs(ops) do
-    local op, number, queue, ts, wait, short_ms = e[1], e[2], e[3], e[4], e[5], e[6]
-    local ts_text = e[8]
-    if wait == cjson.null then wait = nil end
+  for k = 1, #ops, 4 do
+    local op, queue, ts_text = ops[k], ops[k + 1], ops[k + 2]
+    local ts, number = tonumber(ts_text), (k + 3) / 4
     if ts > newest then newest = ts end
     if op == 'X' then
       local open = num('m:' .. queue)
       if (open == ts or not exists) and cfg.now - ts >= day then
         if open then drop('m:' .. queue) end
-        out[#out + 1] = {queue, 0, 'L', ts, ts + day, 0}
+        decided(0, queue, 'L', ts, ts + day, 0)
       end
     else
-      local mark = 't:' .. e[7]
+      local mark = 't:' .. ops[k + 3]
       local seen = j[mark]
       if seen then
         replay(queue, number, ts, string.match(seen, '^%-?%d+|(.*)$'))
       else
-        local decision = decide(op, queue, ts, ts_text, wait, short_ms)
+        local decision = decide(op, queue, ts, ts_text)
         put(mark, ts_text .. '|' .. decision)
         replay(queue, number, ts, decision)
       end
@@ -174,20 +183,24 @@ local function journey(key, ops)
   end
 
   if changed then writes[#writes + 1] = {key, j} end
-  return out
 end
 
-local answers = {}
-for i, prefix in ipairs(KEYS) do answers[i] = journey(prefix .. ':j', batches[i]) end
+for i, prefix in ipairs(KEYS) do
+  who = i
+  journey(prefix .. ':j', batches[i])
+end
 
--- Written only once every caller's ops are worked out.
+-- Written only once every caller's ops are worked out; one concat a journey.
 for _, w in ipairs(writes) do
-  local lines = {}
-  for field, value in pairs(w[2]) do lines[#lines + 1] = field .. '\t' .. value end
-  if #lines > 0 then
-    redis.call('SET', w[1], table.concat(lines, '\n'), 'PX', cfg.keep_ms)
+  local parts, n = {}, 0
+  for field, value in pairs(w[2]) do
+    parts[n + 1], parts[n + 2], parts[n + 3], parts[n + 4] = field, '\t', value, '\n'
+    n = n + 4
+  end
+  if n > 0 then
+    redis.call('SET', w[1], table.concat(parts, '', 1, n - 1), 'PX', cfg.keep_ms)
   else
     redis.call('DEL', w[1])
   end
 end
-return cjson.encode(answers)
+return cjson.encode(out)
