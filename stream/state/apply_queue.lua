@@ -453,27 +453,6 @@ for _, set in ipairs({'waiting', 'ranked', 'cbwait'}) do
 end
 if waiting_changed then redis.call('INCR', prefix .. ':wgen') end
 
--- Add the sums (field -> increment) to a hash's fields: one read and one write of many
--- fields, where a HINCRBY a field took twice as long. The numbers are whole: Redis
--- writes them in digits.
-local function add_to_hash(key, sums)
-  local fields, amounts = {}, {}
-  for field, amount in pairs(sums) do
-    fields[#fields + 1] = field
-    amounts[#amounts + 1] = amount
-  end
-  for first = 1, #fields, 1000 do
-    local last = math.min(first + 999, #fields)
-    local held = redis.call('HMGET', key, unpack(fields, first, last))
-    local args = {}
-    for i = first, last do
-      args[#args + 1] = fields[i]
-      args[#args + 1] = (tonumber(held[i - first + 1]) or 0) + amounts[i]
-    end
-    redis.call('HSET', key, unpack(args))
-  end
-end
-
 for _, w in ipairs(cfg.windows) do
   local window, width = w[1], w[2]
   local ttl = ((cfg.reach or {})[tostring(window)] or window) + 2 * width +
@@ -485,8 +464,11 @@ for _, w in ipairs(cfg.windows) do
     for figure, amount in pairs(counted) do sums[figure] = (sums[figure] or 0) + amount end
   end
   for n, sums in pairs(buckets) do
-    add_to_hash(prefix .. ':w:' .. window .. ':' .. n, sums)
-    redis.call('EXPIRE', prefix .. ':w:' .. window .. ':' .. n, ttl)
+    local key = prefix .. ':w:' .. window .. ':' .. n
+    for figure, amount in pairs(sums) do  -- a whole number: Redis writes it in digits
+      redis.call('HINCRBY', key, figure, amount)
+    end
+    redis.call('EXPIRE', key, ttl)
   end
 end
 
