@@ -83,7 +83,9 @@ def _ts_ms(value: Any) -> int:
     """Event time in epoch milliseconds: the usual form by ``fromisoformat`` (the
     contract's own form by its second, once that second was read so), in one call from
     the event's validation (this runs for every event); any other by pydantic."""
-    if type(value) is str and len(value) == 24 and value[19] == "." and value[23] == "Z":
+    own_form = (type(value) is str and len(value) == 24 and value[19] == "."
+                and value[23] == "Z")
+    if own_form:
         second = _SECONDS.get(value[:19])
         millis = value[20:23]
         if second is not None and millis.isdigit() and millis.isascii():
@@ -93,7 +95,7 @@ def _ts_ms(value: Any) -> int:
             moment = datetime.fromisoformat(value)
         except ValueError:  # a day or hour out of range
             raise ValueError("ts is not RFC 3339") from None
-        if len(value) == 24 and value[23] == "Z":
+        if own_form:
             if len(_SECONDS) >= _SECONDS_KEPT:
                 _SECONDS.clear()
             _SECONDS[value[:19]] = round(moment.replace(microsecond=0).timestamp() * 1000)

@@ -8,6 +8,7 @@ refused, or applying it failed): its rows are then left out of every script call
 
 from __future__ import annotations
 
+import json
 from json.encoder import encode_basestring_ascii as _text  # a str as JSON text, in C
 from typing import Any, NamedTuple
 
@@ -82,9 +83,6 @@ class StateBatch:
 
     def __init__(self) -> None:
         self.events: list[Event] = []
-        #: each message's source and offset
-        self._sources: list[str] = []
-        self._offsets: list[int] = []
         self._shards: dict[str, _Shard] = {}
         self._dropped: set[int] = set()
         self._encoded: dict[str, str] | None = None
@@ -117,8 +115,6 @@ class StateBatch:
         if partition != source[1] or topic != source[0]:  # a new partition
             name = f"{topic}:{partition}"
             source = self._source = (topic, partition, name, _text(name))
-        self._sources.append(source[2])
-        self._offsets.append(offset)
         e: Any = event
         cls = type(event)
         if cls is AgentStateChanged:
@@ -209,9 +205,8 @@ class StateBatch:
             held = self._shards.get(shard)
             return held.highest if held else {}
         highest: dict[str, int] = {}
-        for i in self._live(shard)[0]:
-            message = i if i >= 0 else ~i
-            source, offset = self._sources[message], self._offsets[message]
+        for row in json.loads(self.encoded().get(shard, "[]")):  # rare: a message dropped
+            source, offset = row[0], row[1]
             if offset > highest.get(source, -1):
                 highest[source] = offset
         return highest
