@@ -2,11 +2,12 @@
 
 Three batches are at work at once: one is fetched and parsed while the one before has its
 state applied in Redis, and the one before that has its caller facts relayed, its offsets
-recorded and committed. The steps of a batch, and their order, belong to
-:class:`~stream.checkpoint.Checkpoint`. Redis records the
-offsets it applied with the state they produced, so a redelivery after any crash is
-skipped exactly, and the resume point of a partition is the lower of Kafka's committed
-offset and Redis's checkpoint. A Redis that comes back without writes it had acknowledged
+recorded and committed. A batch's state step goes to Redis the moment the one before is
+applied, ahead of that one's relay: Redis is never left waiting for the relay's Python.
+The steps of a batch, and their order, belong to :class:`~stream.checkpoint.Checkpoint`.
+Redis records the offsets it applied with the state they produced, so a redelivery after
+any crash is skipped exactly, and the resume point of a partition is the lower of Kafka's
+committed offset and Redis's checkpoint. A Redis that comes back without writes it had acknowledged
 is noticed (its run id changed, or a script finds its offsets behind what this instance
 wrote there) and what it lost is read again.
 """
@@ -34,6 +35,8 @@ from .outage import Outage
 from .state.store import QueueRules, RedisWentBack, StateStore
 
 log = logging.getLogger(__name__)
+#: A batch whose state is applied, and each of its messages' results.
+Applied = tuple[PreparedBatch, list[str | None]]
 #: Records parsed between two yields to the event loop.
 PARSE_SLICE = 500
 #: How long the broker may hold a fetch open waiting for data: bounds the latency.
@@ -77,8 +80,8 @@ class Consumer:
         self._producer = make_producer(settings, max_request_size=DLQ_MAX_REQUEST_BYTES)
         self.checkpoint = Checkpoint(self.topic, settings.topic_dlq, store, self._producer,
                                      self.kafka_outage, self._commit, handlers, hooks)
-        #: the newest batch's state step (then its hand-over to ``_finishing``)
-        self._inflight: asyncio.Task[None] | None = None
+        #: the newest batch's state step: the batch and its results once applied
+        self._inflight: asyncio.Task[Applied | None] | None = None
         #: the batch before: its facts relayed, its offsets recorded and committed
         self._finishing: asyncio.Task[None] | None = None
         self._assigned: set[TopicPartition] = set()
@@ -92,9 +95,12 @@ class Consumer:
         self._server_ids: frozenset[str] | None = None
         #: messages behind the end of the assigned partitions, at the last fetch
         self._lag = 0
+        #: set by :meth:`run`'s caller to stop (a rebalance's settling gives up with it)
+        self._stop = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set, then finish the batch in flight and commit."""
+        self._stop = stop
         gc.freeze()  # what exists by now lives as long as the process: never walk it again
         gc.set_threshold(*GC_THRESHOLDS)
         await self._producer.start()
@@ -116,17 +122,19 @@ class Consumer:
                 if records:
                     self.health.waiting(len(records) + self._lag)
                 prepared = await self._prepare(records) if records else None
-                await self._settle_state()
+                applied = await self._settle_state()
                 if not records:
                     self.health.progressed(waiting=self._lag)
                 if self._rewind is not None:
-                    await self._settle()
+                    await self._settle(stop)
                     self._seek_back()  # the batch just parsed is read again
                     continue
                 if prepared is not None:
                     self._inflight = asyncio.create_task(self._apply(prepared, stop))
-                    await asyncio.sleep(0)  # let it reach Redis before we parse the next
-            await self._settle()
+                    await asyncio.sleep(0)  # let it reach Redis before the relay's Python
+                if applied is not None:
+                    await self._hand_on(applied, stop)
+            await self._settle(stop)
         finally:
             for watcher in watchers:
                 watcher.cancel()
@@ -155,40 +163,46 @@ class Consumer:
         batch.state.encoded()
         return batch
 
-    async def _settle_state(self) -> None:
-        """Wait for the state step of the batch in flight."""
-        if self._inflight is not None:
-            task, self._inflight = self._inflight, None
-            await task
+    async def _settle_state(self) -> Applied | None:
+        """Wait for the state step of the batch in flight; the batch if it was applied."""
+        if self._inflight is None:
+            return None
+        task, self._inflight = self._inflight, None
+        return await task
 
-    async def _settle(self) -> None:
+    async def _hand_on(self, applied: Applied, stop: asyncio.Event) -> None:
+        """Once the batch before is finished, finish this one (in the background: the
+        next batch's state is applied meanwhile)."""
+        if self._finishing is not None:
+            await self._finishing
+        self._finishing = asyncio.create_task(self._finish(*applied, stop))
+
+    async def _settle(self, stop: asyncio.Event) -> None:
         """Wait until every batch taken is applied, counted and committed."""
-        await self._settle_state()
+        applied = await self._settle_state()
+        if applied is not None:
+            await self._hand_on(applied, stop)
         if self._finishing is not None:
             task, self._finishing = self._finishing, None
             await task
 
-    async def _apply(self, batch: PreparedBatch, stop: asyncio.Event) -> None:
-        """The batch's state step; then, once the batch before is finished, its own finish
-        goes on while the next batch's state is applied."""
+    async def _apply(self, batch: PreparedBatch, stop: asyncio.Event) -> Applied | None:
+        """The batch's state step; the batch and its results, or None when it was not
+        applied (Redis went back, or ``stop`` came while it waited)."""
         rules = self._rules_for(batch)
         while True:
             try:
-                results = await self.checkpoint.apply(batch, rules, stop)
-                break
+                return batch, await self.checkpoint.apply(batch, rules, stop)
             except RedisWentBack as exc:
                 self._went_back(exc.resume)
-                return
+                return None
             except Stopped:
-                return  # neither applied nor committed: the next owner reads it again
+                return None  # neither applied nor committed: the next owner reads it again
             except (RedisError, OSError) as exc:
                 self._redis_failed(exc)
                 if stop.is_set():
-                    return
+                    return None
                 await self.redis_outage.backoff()
-        if self._finishing is not None:
-            await self._finishing
-        self._finishing = asyncio.create_task(self._finish(batch, results, stop))
 
     async def _finish(self, batch: PreparedBatch, results: list[str | None],
                       stop: asyncio.Event) -> None:
@@ -304,7 +318,7 @@ class Consumer:
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         """Finish (apply and commit) the batch in flight before the partitions go."""
         self.health.assigned = False
-        await self._settle()
+        await self._settle(self._stop)
         self._assigned -= revoked
         for tp in revoked:
             self._applied.pop(tp.partition, None)
