@@ -173,6 +173,35 @@ async def test_a_journey_stored_as_a_hash_by_an_older_version_goes_on(
     assert 0 < await journeys.store.client.pttl(key) <= (24 + 2) * 3600 * 1000
 
 
+@pytest.mark.parametrize("end", ["answered", "abandoned", "abandoned short", None])
+async def test_a_first_call_is_stored_as_the_general_steps_store_it(
+        journeys: Journeys, end: str | None) -> None:
+    """A new caller's first call taken in one step (apply_journey.lua's first_call) is
+    stored field for field as its queued and its end taken one after the other (the
+    second by the general steps, on the journey the first wrote)."""
+
+    def call(call_id: str, caller: str) -> list[dict[str, Any]]:
+        ends = {"answered": answered(call_id, 40), "abandoned": abandoned(call_id, 40),
+                "abandoned short": abandoned(call_id, 2), None: None}
+        return [e for e in (queued(call_id, 0, caller=caller), ends[end]) if e is not None]
+
+    async def stored(caller: str) -> tuple[dict[str, str], list[str]]:
+        text = await journeys.store.client.get(journeys.store.keys.caller(caller) + ":j")
+        fields = dict(line.split("\t") for line in text.split("\n"))
+        marks = sorted(v for k, v in fields.items() if k.startswith("t:"))  # by token
+        return {k: v for k, v in fields.items() if not k.startswith("t:")}, marks
+
+    await journeys.apply(*call("c1", "1001"))
+    for event in call("c2", "1002"):
+        await journeys.apply(event)
+    at_once, one_by_one = await stored("1001"), await stored("1002")
+    assert at_once == one_by_one
+    assert len(at_once[1]) == (2 if end else 1)
+    missed = await journeys.state.missed_callers("sales", T0 + 60_000)
+    assert missed == ([("1001", T0 + 40_000), ("1002", T0 + 40_000)]
+                      if end == "abandoned" else [])
+
+
 async def test_own_call_answered_on_another_queue_an_hour_later_recovers(
         journeys: Journeys) -> None:
     await journeys.apply(queued("c1", 0), abandoned("c1", 30))
