@@ -124,15 +124,18 @@ local function decide(op, queue, ts, ts_text)
     a = tonumber(a)
     if a >= ts and a - ts < day and (first == nil or a < first) then first = a end
   end
+  local open, last = num('m:' .. queue), j['r:' .. queue]
+  -- A miss there as late or later, open or recovered: this one, taken late, is not the
+  -- caller's state on the queue.
+  local later = (open ~= nil and open >= ts)
+    or (last ~= nil and tonumber(string.match(last, '^(%-?%d+)|')) >= ts)
   if first ~= nil then
-    local open = num('m:' .. queue)
-    if open == nil then put('r:' .. queue, ts_text .. '|' .. int(first)) end
+    if open == nil and not later then put('r:' .. queue, ts_text .. '|' .. int(first)) end
     return 'R' .. int(first)
   end
-  local open = num('m:' .. queue)
-  if open == nil or ts > open then
+  if not later then
     put('m:' .. queue, ts_text)
-    if j['r:' .. queue] then drop('r:' .. queue) end  -- missed again: that recovery is past
+    if last then drop('r:' .. queue) end  -- missed again: that recovery is past
   end
   return 'm'
 end

@@ -320,6 +320,24 @@ async def test_duplicates_disorder_and_relays_again_change_nothing(journeys: Jou
     assert figures["offered_with_caller"] == expected["offered_with_caller"] + 1
 
 
+async def test_an_older_miss_relayed_late_leaves_the_later_recovery(journeys: Journeys
+                                                                    ) -> None:
+    """A crash kept a caller's older facts in the outbox while newer ones went on: the
+    later miss was recovered by a later answer first. The older miss, relayed late, is
+    not the caller's state on the queue; the answer that came first after the later miss,
+    relayed late too, dates its recovery."""
+    await journeys.apply(queued("c1", 0), abandoned("c1", 30), queued("c2", 240),
+                         answered("c2", 260), relay_facts=False)
+    await journeys.apply(queued("c3", 480), abandoned("c3", 500))
+    await journeys.apply(queued("c4", 720), answered("c4", 740), relay_facts=False)
+    await journeys.apply(queued("c5", 960), answered("c5", 1000))
+    figures = await journeys.figures("sales", 1100)
+    assert states(figures) == (0, 1, 0) and figures["recovery_seconds"] == 500
+    await journeys.leftovers()
+    figures = await journeys.figures("sales", 1100)
+    assert states(figures) == (0, 1, 0) and figures["recovery_seconds"] == 240
+
+
 async def test_a_relay_cut_between_journey_and_queue_counts_once(journeys: Journeys) -> None:
     """The journeys took a fact but the queue never heard (a crash in between): the
     fact's next relay answers the same decisions, and the queue records them once."""
