@@ -128,6 +128,7 @@ class Consumer:
                 if self._rewind is not None:
                     await self._settle(stop)
                     self._seek_back()  # the batch just parsed is read again
+                    self.store.rewound()
                     continue
                 if prepared is not None:
                     self._inflight = asyncio.create_task(self._apply(prepared, stop))

@@ -316,8 +316,8 @@ class StateStore:
 
     async def lost_positions(self, known: dict[str, int] | None = None) -> dict[str, int]:
         """source -> the first offset to read again, wherever a shard's stored offset is
-        behind what this instance applied there; forgets what it had applied, so the
-        offsets read back become the new baseline."""
+        behind what this instance applied there. What it applied stays the expectation
+        until :meth:`rewound`: a batch past the gap is refused, never applied over it."""
         resume = {source: stored + 1 for source, stored in (known or {}).items()}
         written = [(shard, source, offset) for shard, offsets in self._written.items()
                    for source, offset in offsets.items()]
@@ -329,11 +329,15 @@ class StateStore:
             kept = -1 if value is None else int(value)
             if kept < offset:
                 resume[source] = min(resume.get(source, kept + 1), kept + 1)
-        self._written.clear()
         self._admitted_queues.clear()
         self._admitted_agents.clear()
         self.went_back_at_ms = int(time.time() * 1000)
         return resume
+
+    def rewound(self) -> None:
+        """The consumer reads again from where Redis went back: the offsets it applies
+        from now on are the new baseline."""
+        self._written.clear()
 
     def _offsets_key(self, shard: str) -> str:
         return (self.keys.agents if shard == AGENTS else self.keys.queue(shard)) + ":offsets"
