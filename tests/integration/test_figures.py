@@ -20,7 +20,7 @@ from stream.config import Policy, QueuePolicy
 from stream.figures import agents_by_queue, queue_snapshot
 from stream.snapshots import bucket_windows, iso
 from stream.state.keys import KeySpace
-from stream.state.store import QueueRules, StateStore
+from stream.state.store import QueueRules, RedisWentBack, StateStore
 
 REDIS_URL = os.environ.get("CALLSTREAM_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 WINDOWS = [300, 900, 3600]
@@ -368,6 +368,25 @@ async def test_offsets_are_kept_per_topic(centre: Centre) -> None:
     assert (await centre.figures("q", NOW))["windows"]["5m"]["offered"] == 2
     assert await centre.apply(queued("c3", 2), offset=7, topic="calls-v1") == {
         ("call.queued", "duplicate"): 1}
+
+
+async def test_a_batch_past_a_gap_waits_for_the_gap_to_be_read_again(centre: Centre) -> None:
+    """Redis came back without writes this instance made: until the consumer has gone
+    back to read them again, a batch past the gap (in flight when the loss was found) is
+    refused; applied over the gap, the gap's offsets, once read again, would be skipped
+    as applied."""
+    calls = [queued(f"c{i}", i) for i in range(20)]
+    await centre.apply(*calls[:10])
+    lost = [k async for k in centre.store.client.scan_iter(
+        match=centre.store.keys.queue("q") + "*")]
+    await centre.store.client.delete(*lost)  # an AOF cut, a failover
+    assert await centre.store.lost_positions() == {"t:0": 0}
+    with pytest.raises(RedisWentBack):
+        await centre.apply(*calls[10:])
+    centre.store.rewound()  # the consumer reads again from offset 0
+    centre.offset = 0
+    await centre.apply(*calls)
+    assert (await centre.figures("q", NOW))["windows"]["5m"]["offered"] == 20
 
 
 async def test_events_older_than_a_day_are_stale(centre: Centre) -> None:
