@@ -7,9 +7,10 @@ applied, ahead of that one's relay: Redis is never left waiting for the relay's 
 The steps of a batch, and their order, belong to :class:`~stream.checkpoint.Checkpoint`.
 Redis records the offsets it applied with the state they produced, so a redelivery after
 any crash is skipped exactly, and the resume point of a partition is the lower of Kafka's
-committed offset and Redis's checkpoint. A Redis that comes back without writes it had acknowledged
-is noticed (its run id changed, or a script finds its offsets behind what this instance
-wrote there) and what it lost is read again.
+committed offset and Redis's checkpoint. A Redis that comes back without writes it had
+acknowledged is noticed (its run id changed, or a script finds its offsets behind what
+this instance wrote there) and what it lost is read again; no batch is applied past the
+gap before then.
 """
 
 from __future__ import annotations
