@@ -47,6 +47,8 @@ local who, j, changed
 local function put(field, value) j[field] = value; changed = true end
 local function drop(field) j[field] = nil; changed = true end
 local function num(field) local v = j[field]; return v and tonumber(v) end
+-- The time that leads a "<ts>|..." value (a mark, a recovery).
+local function lead(value) return tonumber(string.match(value, '^(%-?%d+)|')) end
 local function decided(number, queue, kind, ts, at, recovery)
   local n = #out
   out[n + 1], out[n + 2], out[n + 3], out[n + 4] = who, number, queue, kind
@@ -128,9 +130,9 @@ local function decide(op, queue, ts, ts_text)
   -- A miss there as late or later, open or recovered: this one, taken late, is not the
   -- caller's state on the queue.
   local later = (open ~= nil and open >= ts)
-    or (last ~= nil and tonumber(string.match(last, '^(%-?%d+)|')) >= ts)
+    or (last ~= nil and lead(last) >= ts)
   if first ~= nil then
-    if open == nil and not later then put('r:' .. queue, ts_text .. '|' .. int(first)) end
+    if not later and open == nil then put('r:' .. queue, ts_text .. '|' .. int(first)) end
     return 'R' .. int(first)
   end
   if not later then
@@ -219,8 +221,7 @@ local function journey(key, ops)
 
   -- Marks past the horizon can no longer come again (a new journey has none).
   for field, value in pairs(exists and j or {}) do
-    if string.sub(field, 1, 2) == 't:' and tonumber(string.match(value, '^(%-?%d+)|'))
-        < newest - cfg.keep_ms then
+    if string.sub(field, 1, 2) == 't:' and lead(value) < newest - cfg.keep_ms then
       drop(field)
     end
   end
