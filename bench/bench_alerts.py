@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integrat
 from test_alerts import SETTINGS, START, calls, open_store
 from test_figures import Centre
 
-from stream.alerts import AlertWatch
+from stream.act.alerts import AlertWatch
 from stream.config import Policy
 
 

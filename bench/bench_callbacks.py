@@ -24,9 +24,9 @@ from aiokafka import AIOKafkaConsumer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
 from harness import ProcessorProcess, unique_settings
-from stream.broker import EmbeddedBroker
-from stream.kafka_io import all_topics, ensure_topics, make_producer
+from stream.ingest.kafka import all_topics, ensure_topics, make_producer
 from stream.timefmt import rfc3339
+from stream.tools.broker import EmbeddedBroker
 
 REDIS_URL = "redis://127.0.0.1:6379/14"
 THRESHOLD_S = 10

@@ -29,10 +29,10 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
 from harness import ProcessorProcess, unique_settings
-from stream.broker import EmbeddedBroker
 from stream.config import Settings
-from stream.kafka_io import all_topics, ensure_topics, make_producer
+from stream.ingest.kafka import all_topics, ensure_topics, make_producer
 from stream.timefmt import rfc3339
+from stream.tools.broker import EmbeddedBroker
 
 QUEUE = "ivr"
 

@@ -25,10 +25,10 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from stream.broker import free_port, wait_for_port
 from stream.state.journeys import JourneyOp, JourneyStore
 from stream.state.keys import KeySpace
 from stream.state.store import StateStore
+from stream.tools.broker import free_port, wait_for_port
 
 HOUR_MS = 3600_000
 

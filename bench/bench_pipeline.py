@@ -40,19 +40,19 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
 from harness import ProcessorProcess, http_text, unique_settings
-from stream.broker import EmbeddedBroker
-from stream.callbacks import Callbacks
+from stream.act.callbacks import Callbacks
+from stream.act.journeys import JourneyHandler
 from stream.config import Policy, Settings
-from stream.consume import Consumer
 from stream.health import Health
-from stream.hub import SnapshotHub
-from stream.journeys import JourneyHandler
-from stream.kafka_io import all_topics, ensure_topics, make_producer
-from stream.metrics import build_registry
-from stream.snapshots import bucket_windows, iso
+from stream.ingest.consumer import Consumer
+from stream.ingest.kafka import all_topics, ensure_topics, make_producer
+from stream.publish.hub import SnapshotHub
+from stream.publish.metrics import build_registry
+from stream.publish.snapshots import bucket_windows, iso
 from stream.state.journeys import JourneyStore
 from stream.state.keys import KeySpace
 from stream.state.store import StateStore
+from stream.tools.broker import EmbeddedBroker
 
 REDIS_URL = os.environ.get("CALLSTREAM_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 

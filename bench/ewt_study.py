@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "unit"
 
 from test_ewt import Live, Load, Method, callstream_ewt, study
 
-from stream.figures import STAFFED_STATES, estimated_wait_seconds
+from stream.figures.queue import STAFFED_STATES, estimated_wait_seconds
 
 LOADS = [
     Load(0.6, math.inf),

@@ -31,7 +31,7 @@ from test_simulate import (
     single_queue,
 )
 
-from stream.erlang import asa, erlang_a
+from stream.figures.erlang import asa, erlang_a
 
 #: (label, agents, arrival rate per s, AHT s, mean patience s)
 CASES = [

@@ -1,7 +1,7 @@
 """callstream: a real-time telephony event processor (Kafka -> Redis -> metrics, offers, alerts)."""
 
-from .config import Policy, QueuePolicy, Settings
-from .errors import CallstreamError, ConfigError, ServiceUnavailable
+from stream.config import Policy, QueuePolicy, Settings
+from stream.errors import CallstreamError, ConfigError, ServiceUnavailable
 
 __version__ = "0.1.0"
 

@@ -10,11 +10,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from . import __version__, demo, optout, replay, simulate
-from .config import Settings, load_policy
-from .errors import CallstreamError
-from .lifecycle import run_until_signalled
-from .processor import run_processor
+from stream import __version__
+from stream.app import demo, optout
+from stream.app.run import run_processor
+from stream.config import Settings, load_policy
+from stream.errors import CallstreamError
+from stream.signals import run_until_signalled
+from stream.tools import replay, simulate
 
 
 def _run(args: argparse.Namespace) -> int:

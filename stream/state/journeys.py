@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any, NamedTuple, cast
 
-from .store import JOURNEY_BUCKET_MS as BUCKET_MS
-from .store import StateStore
-from .wire import dumps
+from stream.state.store import JOURNEY_BUCKET_MS as BUCKET_MS
+from stream.state.store import StateStore
+from stream.state.wire import dumps
 
 DAY_MS = 24 * 3600 * 1000
 #: A journey (and a caller number in it) is kept this long after its last fact: the day

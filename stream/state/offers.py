@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from .store import BUCKET_TTL_EXTRA_S, StateStore
+from stream.state.store import BUCKET_TTL_EXTRA_S, StateStore
 
 #: The caller's side of an offer outlives the 24 h cap and any retries.
 CALLER_TTL_S = 2 * 86400

@@ -23,12 +23,12 @@ import redis.asyncio as aioredis
 from redis.crc import key_slot
 from redis.exceptions import NoScriptError, ResponseError
 
-from ..config import TREND_WINDOW_SECONDS
-from ..errors import CallstreamError
-from .batch import AGENTS, CallerFact, StateBatch
-from .keys import KeySpace
-from .outgoing import Outgoing
-from .wire import dumps
+from stream.config import TREND_WINDOW_SECONDS
+from stream.errors import CallstreamError
+from stream.state.keys import KeySpace
+from stream.state.outgoing import Outgoing
+from stream.state.rows import AGENTS, CallerFact, StateBatch
+from stream.state.wire import dumps
 
 log = logging.getLogger(__name__)
 Redis = aioredis.Redis | aioredis.RedisCluster
@@ -132,7 +132,7 @@ def _keys(key: str | tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _script(name: str) -> str:
-    return resources.files(__package__).joinpath(f"{name}.lua").read_text(encoding="utf-8")
+    return resources.files(__package__).joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
 
 
 def _many(source: str) -> str:
@@ -182,7 +182,7 @@ class StateStore:
     async def connect(cls, url: str, windows: list[tuple[int, int]], keys: KeySpace,
                       **options: Any) -> StateStore:
         """Connect to a Redis server or, when ``url`` names a Cluster node, the Cluster."""
-        from ..redis_client import connect_redis
+        from stream.state.client import connect_redis
 
         return cls(await connect_redis(url), windows, keys, **options)
 

@@ -12,10 +12,10 @@ from typing import Any
 
 import aiohttp
 
-from stream.broker import free_port
+from stream.app.run import run_processor
 from stream.config import Policy, Settings
-from stream.kafka_io import all_topics, ensure_topics, make_producer
-from stream.processor import run_processor
+from stream.ingest.kafka import all_topics, ensure_topics, make_producer
+from stream.tools.broker import free_port
 
 REDIS_URL = os.environ.get("CALLSTREAM_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
@@ -161,7 +161,7 @@ def call_stream(calls: int, queues: int = 4, seed: int = 7, start_ms: int | None
 
 
 def _event(event_id: str, kind: str, ts_ms: int, **fields: Any) -> dict[str, Any]:
-    from stream.snapshots import iso
+    from stream.publish.snapshots import iso
 
     return {"event_id": event_id, "type": kind, "ts": iso(ts_ms), **fields}
 
@@ -266,7 +266,7 @@ def start_redis(port: int, directory: str, *extra: str) -> Any:
     """A redis-server of the test's own (``subprocess.Popen``), listening when returned."""
     import subprocess
 
-    from stream.broker import wait_for_port
+    from stream.tools.broker import wait_for_port
 
     process = subprocess.Popen(
         ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", directory,
