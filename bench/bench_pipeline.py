@@ -43,15 +43,17 @@ from harness import ProcessorProcess, http_text, unique_settings
 from stream.act.callbacks import Callbacks
 from stream.act.journeys import JourneyHandler
 from stream.config import Policy, Settings
+from stream.figures.estimates import WaitEstimates
+from stream.figures.windows import bucket_windows
 from stream.health import Health
 from stream.ingest.consumer import Consumer
 from stream.ingest.kafka import all_topics, ensure_topics, make_producer
 from stream.publish.hub import SnapshotHub
 from stream.publish.metrics import build_registry
-from stream.publish.snapshots import bucket_windows, iso
 from stream.state.journeys import JourneyStore
 from stream.state.keys import KeySpace
 from stream.state.store import StateStore
+from stream.timefmt import rfc3339 as iso
 from stream.tools.broker import EmbeddedBroker
 
 REDIS_URL = os.environ.get("CALLSTREAM_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
@@ -177,7 +179,7 @@ async def run_consumer(settings: Settings, until: int, core_only: bool = False,
     # As `callstream run` wires it: journeys and callback offers take the caller facts,
     # callback offers the attempts.
     callbacks = [] if core_only or not offers else [
-        Callbacks(settings, Policy(), store, hub, "bench")]
+        Callbacks(settings, Policy(), store, WaitEstimates())]
     handlers: list[Any] = [] if core_only else [
         JourneyHandler(JourneyStore(store), Policy()), *callbacks]
     consumer = TimedConsumer(settings, Policy(), store, metrics, Health(), handlers,

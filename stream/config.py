@@ -27,7 +27,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from stream.errors import ConfigError
-from stream.state.client import check_redis_url
+from stream.urls import check_redis_url
 
 ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
 _ID_RE = re.compile(ID_PATTERN)
@@ -146,6 +146,11 @@ class Settings(BaseSettings):
     def _check_windows(cls, value: str) -> str:
         window_seconds(value)
         return value
+
+    @property
+    def event_clock(self) -> bool:
+        """``clock=event``: now is the newest applied event time (replays of history)."""
+        return self.clock == "event"
 
     @property
     def window_seconds(self) -> list[int]:

@@ -15,8 +15,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
-import socket
 import sys
 import time
 import uuid
@@ -27,11 +25,10 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
-from stream.act.publish_once import OncePublisher
+from stream.act.publish_once import Forward, OncePublisher
 from stream.config import Policy, QueuePolicy, Settings, format_duration, parse_duration
 from stream.figures.queue import ALERT_KINDS, window_figures
 from stream.ingest.kafka import make_producer
-from stream.publish.mqtt import MqttPublisher
 from stream.state.outgoing import Outgoing
 from stream.state.store import AlertMove, BucketRange, StateStore
 from stream.timefmt import rfc3339 as iso
@@ -158,16 +155,16 @@ def message(queue_id: str, alert_id: str, status: str, window_s: int, seen: Read
 
 
 def _publisher(settings: Settings, store: StateStore, producer: AIOKafkaProducer,
-               mqtt: MqttPublisher | None) -> OncePublisher:
-    """Publishes the alerts' outbox on ``CALLSTREAM_TOPIC_ALERTS``, with its MQTT twin."""
+               forward: Forward | None) -> OncePublisher:
+    """Publishes the alerts' outbox on ``CALLSTREAM_TOPIC_ALERTS``; each alert sent is
+    handed on to ``forward`` (the MQTT twin), where there is one."""
 
-    def twin(sent: Outgoing) -> None:
-        if mqtt is not None:
-            mqtt.publish_alert(sent.queue_id, json.loads(sent.payload))
+    def sent(message: Outgoing) -> None:
+        if forward is not None:
+            forward(message.queue_id, json.loads(message.payload))
 
-    instance = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    return OncePublisher(settings, store, producer, settings.topic_alerts, CHANNEL, instance,
-                         on_sent=twin)
+    return OncePublisher(settings, store, producer, settings.topic_alerts, CHANNEL,
+                         settings.instance, on_sent=sent)
 
 
 class AlertWatch:
@@ -183,7 +180,7 @@ class AlertWatch:
 
     @classmethod
     async def start(cls, settings: Settings, store: StateStore, policy: Policy,
-                    mqtt: MqttPublisher | None) -> AlertWatch:
+                    forward: Forward | None) -> AlertWatch:
         """A watch that publishes with a producer of its own (started now: Kafka must
         answer), stopped when ``run`` ends."""
         producer = make_producer(settings)
@@ -192,7 +189,7 @@ class AlertWatch:
         except BaseException:
             await producer.stop()
             raise
-        return cls(settings, store, policy, _publisher(settings, store, producer, mqtt))
+        return cls(settings, store, policy, _publisher(settings, store, producer, forward))
 
     def snapshot_part(self, queue_id: str) -> dict[str, Any]:
         """The queue's alerts in force, for ``/api/queues``, the wallboard and metrics."""
@@ -252,7 +249,7 @@ class AlertWatch:
             while not stop.is_set():
                 try:
                     queue_ids = await self.store.queue_ids()
-                    now_ms = await self.store.now_ms(self.settings.clock == "event")
+                    now_ms = await self.store.now_ms(self.settings.event_clock)
                     await self.evaluate(queue_ids, now_ms, int(time.time() * 1000))
                     if self.publisher is not None:
                         await self.publisher.tick(queue_ids)

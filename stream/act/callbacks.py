@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from datetime import time as clock_time
@@ -27,11 +28,11 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
-from stream.act.publish_once import OncePublisher
+from stream.act.publish_once import Forward, OncePublisher
 from stream.config import CallbackHours, Policy, QueuePolicy, Settings
+from stream.figures.estimates import WaitEstimates
 from stream.ingest.kafka import make_producer
 from stream.parse.events import CallbackAttempt
-from stream.publish.hub import SnapshotHub
 from stream.state.offers import Crossing, OfferStore
 from stream.state.outgoing import Outgoing
 from stream.state.rows import CallerFact, StateBatch
@@ -115,21 +116,21 @@ class Callbacks:
     """Decides, records and publishes callback offers for every queue."""
 
     def __init__(self, settings: Settings, policy: Policy, store: StateStore,
-                 hub: SnapshotHub, instance: str,
+                 estimates: WaitEstimates, forward: Forward | None = None,
                  producer: AIOKafkaProducer | None = None) -> None:
-        self.settings, self.policy, self.store, self.hub = settings, policy, store, hub
+        self.settings, self.policy, self.store = settings, policy, store
+        self.estimates, self.forward = estimates, forward
         self.offers = OfferStore(store)
         self.producer = producer or make_producer(settings)
-        self.twins: list[Any] = []  # MQTT publishers: publish_callback(queue, payload)
         self.publishers = [
             OncePublisher(settings, store, self.producer, settings.topic_offers, "offers",
-                          instance, self._sent),
+                          settings.instance, self._sent),
             OncePublisher(settings, store, self.producer, settings.topic_cancels, "cancels",
-                          instance, self._sent),
+                          settings.instance, self._sent),
         ]
 
     async def now_ms(self) -> int:
-        return await self.store.now_ms(self.settings.clock == "event")
+        return await self.store.now_ms(self.settings.event_clock)
 
     # -- triggers ----------------------------------------------------------------------------
 
@@ -155,7 +156,7 @@ class Callbacks:
         now = await self.now_ms()
         candidates: list[Candidate] = []
         answered: list[str] = []
-        ewts = self._ewts()
+        ewts = self.estimates.seconds()
         for fact in facts:
             policy = self.policy.for_queue(fact.queue_id)
             if fact.what == "queued" and now - fact.ts_ms < EWT_FRESH_MS:
@@ -180,12 +181,6 @@ class Callbacks:
                 await self._attempted(event, await self.now_ms())
 
     # -- deciding ----------------------------------------------------------------------------
-
-    def _ewts(self) -> dict[str, float]:
-        """queue_id -> its estimated wait (s) in the last snapshot, where it has one."""
-        return {queue["queue_id"]: float(queue["ewt_seconds"])
-                for queue in self.hub.snapshot["queues"]
-                if queue.get("ewt_seconds") is not None}
 
     async def _decide(self, candidates: list[Candidate], now_ms: int) -> None:
         """Opt-out and hours, then the callers' side, then the queues' side (which makes
@@ -228,7 +223,7 @@ class Callbacks:
         _, positions = await asyncio.gather(self.offers.refuse(refusals),
                                             self.offers.positions(live))
         places = dict(zip(live, positions, strict=True))
-        ewts = self._ewts()
+        ewts = self.estimates.seconds()
         offers = [(c.queue_id, self._offer(c, due, places.get((c.queue_id, c.call_id)), ewts))
                   for c, due in chosen]
         made = await self.offers.emit(offers)
@@ -237,7 +232,7 @@ class Callbacks:
                                    if answer != "ok"])
 
     def _offer(self, c: Candidate, due_ms: int, position: int | None,
-               ewts: dict[str, float]) -> dict[str, Any]:
+               ewts: Mapping[str, float]) -> dict[str, Any]:
         """The queue's side of an offer, with the message of contract §3."""
         offer_id = offer_id_for(c.call_id)
         live = c.kind != "missed_call"
@@ -286,8 +281,8 @@ class Callbacks:
     # -- publishing --------------------------------------------------------------------------
 
     def _sent(self, message: Outgoing) -> None:
-        for twin in self.twins:
-            twin.publish_callback(message.queue_id, json.loads(message.payload))
+        if self.forward is not None:
+            self.forward(message.queue_id, json.loads(message.payload))
 
     async def run(self, stop: asyncio.Event) -> None:
         """The timer: crossings and publishing, every ``TICK_SECONDS``, until ``stop``."""

@@ -14,13 +14,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from redis.exceptions import RedisError
 
 from stream.config import Policy
-from stream.figures.queue import ratio
-from stream.state.journeys import JourneyOp, JourneyStore, QueueJourneys
+from stream.state.journeys import JourneyOp, JourneyStore
 from stream.state.rows import CallerFact
 
 log = logging.getLogger(__name__)
@@ -75,24 +73,3 @@ async def keep_journeys(state: JourneyStore, queue_ids: Callable[[], Awaitable[l
             pass  # the consumer and the refresher report Redis outages
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), every)
-
-
-def journey_figures(sums: QueueJourneys, lost_caller_value: float) -> dict[str, Any]:
-    """A queue's journey figures over the last day (``/api/queues/{id}`` "journeys")."""
-    recovery_ms = ratio(sums.recovery_ms, sums.recovered)
-    return {
-        "missed": sums.missed,
-        "recovered": sums.recovered,
-        "lost": sums.lost,
-        "repeat_calls": sums.repeat_calls,
-        "offered_with_caller": sums.offered_with_caller,
-        "repeat_call_ratio": ratio(sums.repeat_calls, sums.offered_with_caller),
-        "recovery_seconds": None if recovery_ms is None else recovery_ms / 1000,
-        "lost_total": sums.lost_total,
-        "lost_value": sums.lost * lost_caller_value if lost_caller_value else None,
-    }
-
-
-def masked(caller: str) -> str:
-    """A caller number as shown without an API token: its last 4 digits only."""
-    return "*" * max(0, len(caller) - 4) + caller[-4:]

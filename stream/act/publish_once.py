@@ -16,6 +16,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
@@ -27,6 +28,8 @@ from stream.state.outgoing import Outgoing
 from stream.state.store import StateStore
 
 log = logging.getLogger(__name__)
+#: Where a message goes on once sent (the MQTT twin): its queue id and its JSON.
+Forward = Callable[[str, dict[str, Any]], None]
 #: How long a claim holds before another instance may take the message over.
 CLAIM_MS = 10_000
 #: How often each instance looks for due messages: bounds the delay to the topic.

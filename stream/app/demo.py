@@ -25,10 +25,11 @@ from stream.app.run import run_processor
 from stream.config import Policy, QueuePolicy, Settings
 from stream.errors import ConfigError
 from stream.signals import run_until_signalled
-from stream.state.client import connect_redis, display_url
+from stream.state.client import connect_redis
 from stream.state.keys import KeySpace
 from stream.tools import dialler, simulate
 from stream.tools.broker import EmbeddedBroker, EmbeddedRedis
+from stream.urls import display_url
 
 #: Simulated time already past when the demo starts, fast-forwarded: every window (up to
 #: 1 h), EWT and agents required are warm on the first screen.

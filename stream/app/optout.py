@@ -11,8 +11,9 @@ from redis.exceptions import RedisError
 from stream.config import Settings
 from stream.errors import ConfigError, ServiceUnavailable
 from stream.parse.events import mask_caller, normalise_caller
-from stream.state.client import connect_redis, display_url
+from stream.state.client import connect_redis
 from stream.state.keys import KeySpace
+from stream.urls import display_url
 
 
 async def _change(action: str, number: str | None) -> list[str]:

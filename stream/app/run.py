@@ -20,6 +20,8 @@ from stream.act.janitor import sweep_forever
 from stream.act.journeys import JourneyHandler, keep_journeys
 from stream.config import Policy, Settings
 from stream.errors import ConfigError
+from stream.figures.estimates import WaitEstimates
+from stream.figures.windows import bucket_windows
 from stream.health import Health, watch
 from stream.ingest.checkpoint import FactHandler
 from stream.ingest.consumer import Consumer
@@ -28,7 +30,7 @@ from stream.outage import Outage
 from stream.publish.hub import SnapshotHub
 from stream.publish.metrics import build_registry
 from stream.publish.mqtt import MqttPublisher
-from stream.publish.snapshots import SnapshotRefresher, bucket_windows
+from stream.publish.snapshots import SnapshotRefresher
 from stream.publish.waiting_calls import WaitingCalls
 from stream.publish.web.app import build_app
 from stream.state.client import Redis, connect_redis
@@ -72,22 +74,22 @@ async def _unless_stopped(attempt: Awaitable[T], stop: asyncio.Event, timeout: f
 
 
 async def _until_reachable(what: Outage, dependency: str, health: Health, stop: asyncio.Event,
-                           attempt: Callable[[], Awaitable[object]],
-                           timeout: float = ATTEMPT_TIMEOUT_SECONDS) -> bool:
-    """Retry ``attempt`` with backoff until it succeeds (True) or ``stop`` is set (False)."""
+                           attempt: Callable[[], Awaitable[T]],
+                           timeout: float = ATTEMPT_TIMEOUT_SECONDS) -> T:
+    """Retry ``attempt`` with backoff until it succeeds (its result); ``_Stopped`` once
+    ``stop`` is set."""
     while not stop.is_set():
         try:
-            await _unless_stopped(attempt(), stop, timeout)
-            what.recovered()
-            health.reachable(dependency, True)
-            return True
-        except _Stopped:
-            return False
+            result = await _unless_stopped(attempt(), stop, timeout)
         except (RedisError, KafkaError, OSError, TimeoutError) as exc:
             what.failed(exc)
             health.reachable(dependency, False, exc)
             await what.backoff(stop)
-    return False
+            continue
+        what.recovered()
+        health.reachable(dependency, True)
+        return result
+    raise _Stopped
 
 
 def is_loopback(host: str) -> bool:
@@ -140,84 +142,80 @@ async def _mark_stale(hub: SnapshotHub, health: Health, stop: asyncio.Event) -> 
 
 async def run_processor(settings: Settings, policy: Policy, stop: asyncio.Event,
                         health: Health | None = None) -> None:
-    """Run until ``stop`` is set; then finish the batch in flight, commit and return."""
+    """Run until ``stop`` is set; then finish the batch in flight, commit and return.
+
+    HTTP comes up first (liveness answers while the dependencies are still awaited); then
+    Redis, then Kafka, each retried with backoff until it answers or ``stop`` is set.
+    """
     health = health if health is not None else Health()
     hub = SnapshotHub(live=lambda: health.ready)
     mqtt = MqttPublisher(settings, hub) if settings.mqtt_url else None  # checks the URL now
     registry, metrics = build_registry(hub)
-    calls = WaitingCalls(event_clock=settings.clock == "event")
-    refreshers: list[SnapshotRefresher] = []
+    calls = WaitingCalls(event_clock=settings.event_clock)
+    refresher: SnapshotRefresher | None = None
 
     async def missed_callers(queue_id: str) -> list[dict[str, Any]] | None:
-        return await refreshers[0].missed_callers(queue_id) if refreshers else None
+        return await refresher.missed_callers(queue_id) if refresher is not None else None
 
-    app = build_app(hub, registry, health, settings.http_token.get_secret_value(), calls,
-                    missed_callers)
-    runner = await _serve_http(app, settings)
+    runner = await _serve_http(build_app(hub, registry, health,
+                                         settings.http_token.get_secret_value(), calls,
+                                         missed_callers), settings)
     _warn_if_open(settings)
-    store: StateStore | None = None
-    clients: dict[str, Redis] = {}
     kafka_probe = KafkaProbe(settings)
-    try:
-        windows = bucket_windows(settings.window_seconds, alert_windows(policy))
-        holder: list[StateStore] = []
+    connected: tuple[Redis, StateStore] | None = None
+    windows = bucket_windows(settings.window_seconds, alert_windows(policy))
 
-        async def connect() -> None:
-            client = await connect_redis(settings.redis_url)
-            clients["probe"] = client
-            holder.append(await StateStore.connect(
+    async def connect() -> tuple[Redis, StateStore]:
+        probe = await connect_redis(settings.redis_url)
+        try:
+            return probe, await StateStore.connect(
                 settings.redis_url, windows, KeySpace(settings.redis_prefix),
                 max_queues=settings.max_queues, max_agents=settings.max_agents,
-                caller_facts=True, reach=baseline_reach(policy)))
+                caller_facts=True, reach=baseline_reach(policy))
+        except BaseException:
+            await probe.aclose()
+            raise
 
-        if not await _until_reachable(Outage("Redis", "CALLSTREAM_REDIS_URL", log), "redis",
-                                      health, stop, connect):
-            return
-        store = holder[0]
-        background = [asyncio.create_task(watch(health, "redis", clients["probe"].ping, stop)),
+    try:
+        connected = await _until_reachable(Outage("Redis", "CALLSTREAM_REDIS_URL", log),
+                                           "redis", health, stop, connect)
+        probe, store = connected
+        background = [asyncio.create_task(watch(health, "redis", probe.ping, stop)),
                       asyncio.create_task(_mark_stale(hub, health, stop))]
         try:
-            if not await _until_reachable(
-                    Outage("Kafka", "CALLSTREAM_KAFKA_BOOTSTRAP", log), "kafka", health, stop,
-                    lambda: ensure_topics(settings, all_topics(settings))):
-                return
+            kafka = Outage("Kafka", "CALLSTREAM_KAFKA_BOOTSTRAP", log)
+            await _until_reachable(kafka, "kafka", health, stop,
+                                   lambda: ensure_topics(settings, all_topics(settings)))
             background.append(asyncio.create_task(watch(health, "kafka", kafka_probe, stop)))
-            started: list[AlertWatch] = []
-
-            async def start_alerts() -> None:
-                started.append(await AlertWatch.start(settings, store, policy, mqtt))
-
-            if not await _until_reachable(
-                    Outage("Kafka", "CALLSTREAM_KAFKA_BOOTSTRAP", log), "kafka", health, stop,
-                    start_alerts):
-                return
-            alerts = started[0]
-            callbacks = Callbacks(settings, policy, store, hub, settings.instance)
+            alerts = await _until_reachable(kafka, "kafka", health, stop, lambda: AlertWatch.start(
+                settings, store, policy, mqtt.publish_alert if mqtt else None))
+            estimates = WaitEstimates()
+            callbacks = Callbacks(settings, policy, store, estimates,
+                                  mqtt.publish_callback if mqtt else None)
             journeys = JourneyStore(store)
             handlers: list[FactHandler] = [JourneyHandler(journeys, policy), callbacks]
             consumer = Consumer(settings, policy, store, metrics, health,
                                 handlers=handlers, hooks=[callbacks])
             refresher = SnapshotRefresher(settings, policy, store, hub, health, calls,
-                                          parts=[alerts.snapshot_part], journeys=journeys)
-            refreshers.append(refresher)
-            event_clock = settings.clock == "event"
+                                          parts=[alerts.snapshot_part], journeys=journeys,
+                                          estimates=estimates)
             tasks: list[Awaitable[Any]] = [
                 consumer.run(stop), refresher.run(stop), callbacks.run(stop), alerts.run(stop),
                 sweep_forever(store, stop, handlers=handlers),
-                keep_journeys(journeys, store.queue_ids, lambda: store.now_ms(event_clock),
-                              stop)]
+                keep_journeys(journeys, store.queue_ids,
+                              lambda: store.now_ms(settings.event_clock), stop)]
             if mqtt is not None:
-                callbacks.twins.append(mqtt)
                 tasks.append(mqtt.run(stop))
             await asyncio.gather(*tasks)
         finally:
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
+    except _Stopped:
+        return
     finally:
         await runner.cleanup()
         await kafka_probe.close()
-        for client in clients.values():
-            await client.aclose()
-        if store is not None:
-            await store.close()
+        if connected is not None:
+            await connected[0].aclose()
+            await connected[1].close()

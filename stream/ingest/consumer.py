@@ -31,8 +31,8 @@ from stream.health import Health
 from stream.ingest.batching import PreparedBatch, add
 from stream.ingest.checkpoint import BatchHook, Checkpoint, FactHandler, Stopped
 from stream.ingest.kafka import client_options, end_offsets, make_producer
+from stream.ingest.observer import PipelineObserver
 from stream.outage import Outage
-from stream.publish.metrics import PipelineMetrics
 from stream.state.store import QueueRules, RedisWentBack, StateStore
 
 log = logging.getLogger(__name__)
@@ -57,13 +57,13 @@ class Consumer:
     """Consumes the events topic into the state store, exactly once per event."""
 
     def __init__(self, settings: Settings, policy: Policy, store: StateStore,
-                 metrics: PipelineMetrics, health: Health,
+                 observer: PipelineObserver, health: Health,
                  handlers: Sequence[FactHandler] = (), hooks: Sequence[BatchHook] = ()
                  ) -> None:
         self.settings = settings
         self.policy = policy
         self.store = store
-        self.metrics = metrics
+        self.observer = observer
         self.health = health
         self.topic = settings.topic_events
         self.rules: dict[str, QueueRules] = {}
@@ -158,7 +158,7 @@ class Consumer:
         all of its request out to Redis, and its answer read, while this one is parsed."""
         batch = PreparedBatch()
         wall_now_ms = int(time.time() * 1000)
-        event_clock = self.settings.clock == "event"
+        event_clock = self.settings.event_clock
         for start in range(0, len(records), PARSE_SLICE):
             add(batch, records[start:start + PARSE_SLICE], wall_now_ms, event_clock)
             await asyncio.sleep(0)
@@ -224,10 +224,8 @@ class Consumer:
             return
         self.redis_outage.recovered()
         self.health.redis_ok = True
-        for (event_type, result), n in batch.counts(results).items():
-            self.metrics.events.labels(event_type, result).inc(n)
-        self.metrics.delay.observe_batch(time.time() * 1000,
-                                         [e.ts for e in batch.state.events])
+        self.observer.counted(batch.counts(results))
+        self.observer.delayed(time.time() * 1000, [e.ts for e in batch.state.events])
         for partition, offset in batch.last_offsets.items():
             self._applied[partition] = offset
         await self.checkpoint.commit(batch)
@@ -313,7 +311,7 @@ class Consumer:
             highwater = self._consumer.highwater(tp)
             if highwater is not None:
                 lag = max(0, highwater - position)
-                self.metrics.lag.labels(str(tp.partition)).set(lag)
+                self.observer.behind(tp.partition, lag)
                 total += lag
         self._lag = total
 
@@ -326,7 +324,7 @@ class Consumer:
             self._applied.pop(tp.partition, None)
             self._origin.pop(tp.partition, None)
             if self._positions.pop(tp, None) is not None:
-                self.metrics.lag.remove(str(tp.partition))
+                self.observer.released(tp.partition)
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
         """Seek each partition to where Redis and Kafka agree it was applied.

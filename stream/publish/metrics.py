@@ -7,7 +7,7 @@ the same numbers and a scrape never waits on Redis.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -193,7 +193,7 @@ class DelayHistogram(Collector):
         self._count = 0
         self._sum_seconds = 0.0
 
-    def observe_batch(self, applied_ms: float, event_ts_ms: list[int]) -> None:
+    def observe_batch(self, applied_ms: float, event_ts_ms: Sequence[int]) -> None:
         """Delays (negative ones as 0) of events with times ``event_ts_ms``."""
         if not event_ts_ms:
             return
@@ -214,7 +214,8 @@ class DelayHistogram(Collector):
 
 
 class PipelineMetrics:
-    """This instance's pipeline health: results per message, event delay, consumer lag."""
+    """This instance's pipeline health: results per message, event delay, consumer lag
+    (the consumer's ``PipelineObserver``)."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.events = Counter("callstream_events", "Consumed messages by type and result",
@@ -224,6 +225,19 @@ class PipelineMetrics:
         self.lag = Gauge("callstream_consumer_lag_messages",
                          "Messages behind the end of each assigned partition", ["partition"],
                          registry=registry)
+
+    def counted(self, results: Mapping[tuple[str, str], int]) -> None:
+        for (event_type, result), n in results.items():
+            self.events.labels(event_type, result).inc(n)
+
+    def delayed(self, now_ms: float, event_ts_ms: Sequence[int]) -> None:
+        self.delay.observe_batch(now_ms, event_ts_ms)
+
+    def behind(self, partition: int, messages: int) -> None:
+        self.lag.labels(str(partition)).set(messages)
+
+    def released(self, partition: int) -> None:
+        self.lag.remove(str(partition))
 
 
 def build_registry(hub: SnapshotHub) -> tuple[CollectorRegistry, PipelineMetrics]:

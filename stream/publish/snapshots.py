@@ -8,14 +8,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from redis.exceptions import RedisError
 
-from stream.act.journeys import journey_figures
-from stream.config import STAFFING_WINDOW_SECONDS, TREND_WINDOW_SECONDS, Policy, Settings
+from stream.config import Policy, Settings
 from stream.figures.agents import agent_snapshots
+from stream.figures.estimates import WaitEstimates
+from stream.figures.journeys import journey_figures
 from stream.figures.queue import agents_by_queue, queue_snapshot
 from stream.health import Health
 from stream.outage import Outage
@@ -31,22 +32,16 @@ REFRESH_SECONDS = 0.5
 QueuePart = Callable[[str], dict[str, Any]]
 
 
-def bucket_windows(windows: list[int], also: Iterable[int] = ()) -> list[tuple[int, int]]:
-    """Each window (plus the 15 m staffing and the 1 h trend windows, and the series
-    features read: ``also``) with its bucket: at most W/30 long."""
-    every = set(windows) | {STAFFING_WINDOW_SECONDS, TREND_WINDOW_SECONDS} | set(also)
-    return [(w, max(1, w // 30)) for w in sorted(every)]
-
-
 class SnapshotRefresher:
     """Builds a snapshot of every known queue and publishes it to the hub; keeps the
     index of where calls wait (``calls``) up to date with it."""
 
     def __init__(self, settings: Settings, policy: Policy, store: StateStore, hub: SnapshotHub,
                  health: Health, calls: WaitingCalls | None = None,
-                 parts: Sequence[QueuePart] = (), journeys: JourneyStore | None = None
-                 ) -> None:
+                 parts: Sequence[QueuePart] = (), journeys: JourneyStore | None = None,
+                 estimates: WaitEstimates | None = None) -> None:
         self.settings = settings
+        self.estimates = estimates
         self.parts = parts
         self.journeys = journeys
         self.policy = policy
@@ -56,7 +51,7 @@ class SnapshotRefresher:
         self.calls = calls
 
     async def build(self) -> Snapshot:
-        now_ms = await self.store.now_ms(self.settings.clock == "event")
+        now_ms = await self.store.now_ms(self.settings.event_clock)
         queue_ids = await self.store.queue_ids()
         raw = await self.store.read_queues(queue_ids, now_ms)
         raw_agents = await self.store.read_agents(now_ms)
@@ -68,6 +63,8 @@ class SnapshotRefresher:
                            self.settings.window_seconds, now_ms)
             for q in queue_ids
         ]
+        if self.estimates is not None:
+            self.estimates.update(queues)
         for queue in queues:
             for part in self.parts:
                 queue.update(part(queue["queue_id"]))
@@ -93,7 +90,7 @@ class SnapshotRefresher:
         numbers (for ``/api/queues/{id}/missed``, which masks them without a token)."""
         if self.journeys is None:
             return []
-        now_ms = await self.store.now_ms(self.settings.clock == "event")
+        now_ms = await self.store.now_ms(self.settings.event_clock)
         return [{"caller": caller, "missed_at": iso(ts), "missed_seconds": (now_ms - ts) / 1000}
                 for caller, ts in await self.journeys.missed_callers(queue_id, now_ms)]
 

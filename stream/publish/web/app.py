@@ -12,8 +12,8 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from stream.act.journeys import masked
 from stream.health import Health
+from stream.parse.events import mask_caller
 from stream.publish.hub import SnapshotHub
 from stream.publish.waiting_calls import WaitingCalls
 from stream.publish.web import wallboard
@@ -84,7 +84,7 @@ def build_app(hub: SnapshotHub, registry: CollectorRegistry, health: Health,
         if callers is None:
             raise web.HTTPServiceUnavailable(text="caller journeys are not available yet")
         if not token:
-            callers = [c | {"caller": masked(c["caller"])} for c in callers]
+            callers = [c | {"caller": mask_caller(c["caller"])} for c in callers]
         return web.json_response({"queue_id": queue_id, "missed": callers})
 
     app.router.add_get("/metrics", metrics)

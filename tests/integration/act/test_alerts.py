@@ -19,9 +19,10 @@ from test_figures import REDIS_URL, WINDOWS, Centre
 
 from stream.act.alerts import AlertWatch, alert_windows, baseline_reach
 from stream.config import Policy, Settings
-from stream.publish.snapshots import bucket_windows, iso
+from stream.figures.windows import bucket_windows
 from stream.state.keys import KeySpace
 from stream.state.store import StateStore
+from stream.timefmt import rfc3339 as iso
 
 #: The scripted histories start two hours ago, on a whole hour.
 START = (int(time.time()) // 3600) * 3600 * 1000 - 2 * 3600_000

@@ -16,15 +16,17 @@ from typing import Any
 
 import pytest
 
-from stream.act.journeys import JourneyHandler, declare_lost, journey_figures
+from stream.act.journeys import JourneyHandler, declare_lost
 from stream.config import Policy
+from stream.figures.journeys import journey_figures
+from stream.figures.windows import bucket_windows
 from stream.ingest.batching import PreparedBatch, add
 from stream.ingest.checkpoint import relay
-from stream.publish.snapshots import bucket_windows, iso
 from stream.state.journeys import JourneyStore
 from stream.state.keys import KeySpace
 from stream.state.rows import CallerFact
 from stream.state.store import QueueRules, StateStore
+from stream.timefmt import rfc3339 as iso
 
 REDIS_URL = os.environ.get("CALLSTREAM_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 HOUR = 3600.0

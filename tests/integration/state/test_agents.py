@@ -28,8 +28,9 @@ from harness import (
 )
 from stream.config import Policy
 from stream.figures.agents import agent_snapshots, window_start_ms
-from stream.publish.snapshots import bucket_windows, iso
+from stream.figures.windows import bucket_windows
 from stream.state.store import StateStore
+from stream.timefmt import rfc3339 as iso
 from stream.tools.broker import EmbeddedBroker
 from stream.tools.simulate import (
     AgentConfig,

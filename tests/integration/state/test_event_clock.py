@@ -18,8 +18,8 @@ from harness import (
     unique_settings,
     wait_until,
 )
+from stream.figures.windows import bucket_windows
 from stream.parse.events import parse
-from stream.publish.snapshots import bucket_windows
 from stream.tools.broker import EmbeddedBroker
 
 DAY_MS = 24 * 3600 * 1000

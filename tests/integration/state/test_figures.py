@@ -17,10 +17,11 @@ import pytest
 
 from stream.config import Policy, QueuePolicy
 from stream.figures.queue import agents_by_queue, queue_snapshot
+from stream.figures.windows import bucket_windows
 from stream.ingest.batching import PreparedBatch, add
-from stream.publish.snapshots import bucket_windows, iso
 from stream.state.keys import KeySpace
 from stream.state.store import QueueRules, RedisWentBack, StateStore
+from stream.timefmt import rfc3339 as iso
 
 REDIS_URL = os.environ.get("CALLSTREAM_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 WINDOWS = [300, 900, 3600]

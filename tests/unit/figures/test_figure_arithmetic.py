@@ -16,8 +16,9 @@ from stream.figures.queue import (
     ratio,
     window_figures,
 )
+from stream.figures.windows import bucket_windows
 from stream.parse.events import CallQueued, parse
-from stream.publish.snapshots import bucket_windows, iso
+from stream.timefmt import rfc3339 as iso
 
 NOW_MS = 1_795_342_530_250
 

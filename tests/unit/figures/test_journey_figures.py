@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from stream.act.journeys import journey_figures, masked
+from stream.figures.journeys import journey_figures
+from stream.parse.events import mask_caller as masked
 from stream.state.journeys import QueueJourneys
 
 

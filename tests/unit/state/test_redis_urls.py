@@ -5,13 +5,8 @@ from __future__ import annotations
 import pytest
 
 from stream.errors import ConfigError
-from stream.state.client import (
-    CONNECT_TIMEOUT_SECONDS,
-    SOCKET_TIMEOUT_SECONDS,
-    check_redis_url,
-    display_url,
-    redis_options,
-)
+from stream.state.client import CONNECT_TIMEOUT_SECONDS, SOCKET_TIMEOUT_SECONDS, redis_options
+from stream.urls import check_redis_url, display_url
 
 
 @pytest.mark.parametrize("url", ["redis://localhost:6379/0", "rediss://:pw@cache.example:6380/2",
