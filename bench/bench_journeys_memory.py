@@ -65,7 +65,7 @@ async def measure(args: argparse.Namespace) -> None:
             client = aioredis.Redis(port=port)
             store = StateStore(client, [(300, 10)], KeySpace("cs"), caller_facts=True)
             journeys = JourneyStore(store)
-            await store.load_scripts()
+            await store.scripts.load()
             before = int((await client.info("memory"))["used_memory"])
             ops = ops_for(args.callers, args.queues, int(time.time() * 1000) - 25 * HOUR_MS)
             started = time.perf_counter()

@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "unit"
 
 from test_ewt import Live, Load, Method, callstream_ewt, study
 
-from stream.figures.queue import STAFFED_STATES, estimated_wait_seconds
+from stream.figures.queue import estimated_wait_seconds
+from stream.vocabulary import STAFFED_STATES
 
 LOADS = [
     Load(0.6, math.inf),

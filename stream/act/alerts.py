@@ -27,11 +27,12 @@ from redis.exceptions import RedisError
 
 from stream.act.publish_once import Forward, OncePublisher
 from stream.config import Policy, QueuePolicy, Settings, format_duration, parse_duration
-from stream.figures.queue import ALERT_KINDS, window_figures
+from stream.figures.queue import window_figures
 from stream.ingest.kafka import make_producer
 from stream.state.outgoing import Outgoing
 from stream.state.store import AlertMove, BucketRange, StateStore
 from stream.timefmt import rfc3339 as iso
+from stream.vocabulary import ALERT_KINDS
 
 log = logging.getLogger(__name__)
 KIND = ALERT_KINDS[0]  # the one kind decided so far

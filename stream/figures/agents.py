@@ -13,7 +13,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from stream.config import format_duration
-from stream.figures.queue import STAFFED_STATES, ratio
+from stream.figures.queue import ratio
+from stream.vocabulary import STAFFED_STATES
 
 #: agent_id -> (state, queues served, since: ts in ms of the event that began the state)
 AgentStates = Mapping[str, tuple[str, list[str], int]]

@@ -10,27 +10,14 @@ from typing import Any
 
 from stream.config import STAFFING_WINDOW_SECONDS, QueuePolicy, format_duration
 from stream.figures.erlang import agents_required
-
-#: The outcomes of ``callstream_queue_window_calls`` and ``callstream_calls_total``.
-OUTCOMES: tuple[str, ...] = (
-    "offered",
-    "answered",
-    "answered_in_sla",
-    "abandoned",
-    "short_abandoned",
-    "callback_offered",
-    "callback_accepted",
-    "transferred_out",
+from stream.vocabulary import (
+    AGENT_STATES,
+    CALLBACK_KINDS,
+    CALLBACK_REFUSALS,
+    CALLBACK_RESULTS,
+    OUTCOMES,
+    STAFFED_STATES,
 )
-CALLBACK_KINDS: tuple[str, ...] = ("wait_threshold", "ewt_threshold", "missed_call")
-CALLBACK_RESULTS: tuple[str, ...] = ("reached", "unreached", "cancelled", "refused")
-CALLBACK_REFUSALS: tuple[str, ...] = ("opted_out", "caller_cap", "outside_hours", "max_pending",
-                                      "already_offered")
-#: The kinds of alert callstream decides (contract §4), for ``callstream_alert_firing``.
-ALERT_KINDS: tuple[str, ...] = ("abandonment_spike",)
-AGENT_STATES: tuple[str, ...] = ("available", "busy", "wrapup", "away", "offline")
-#: Staffed agents can take or are working calls; EWT and Erlang C count only them.
-STAFFED_STATES: tuple[str, ...] = ("available", "busy", "wrapup")
 
 
 def ratio(numerator: float, divisor: float) -> float | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -25,6 +25,7 @@ from pydantic import (
 from pydantic.dataclasses import dataclass as event_class
 
 from stream.config import ID_PATTERN
+from stream.vocabulary import AgentState, AttemptResult
 
 #: Events dated further ahead of the wall clock than this are refused.
 MAX_FUTURE_MS = 5 * 60 * 1000
@@ -41,8 +42,6 @@ _DATE_PREFIX = re.compile(r"\d{4}-\d\d-\d\d[Tt ]")
 #: pydantic's parser. ASCII digits only (also a quarter faster to match).
 _USUAL_TS = re.compile(
     r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d{1,6})?(?:Z|[+-]\d\d:[0-5]\d)\Z", re.ASCII)
-_AGENT_STATES = ("available", "busy", "wrapup", "away", "offline")
-AgentState = Literal["available", "busy", "wrapup", "away", "offline"]
 
 
 def _epoch_seconds(value: Any) -> Any:
@@ -181,7 +180,7 @@ class CallbackAttempt(_Event):
     call_id: CallId
     queue_id: QueueId
     offer_id: Annotated[str, Field(min_length=1, max_length=128)]
-    result: Literal["answered", "no_answer", "busy", "failed"]
+    result: AttemptResult
 
 
 @_EVENT
@@ -219,16 +218,9 @@ CallEvent = (
     | CallEnded
 )
 Event = CallEvent | AgentStateChanged
-EVENT_TYPES: tuple[str, ...] = (
-    "call.queued",
-    "call.answered",
-    "call.abandoned",
-    "call.callback_accepted",
-    "call.callback_attempt",
-    "call.transferred",
-    "call.ended",
-    "agent.state",
-)
+#: The contract's event types, as the event classes spell them.
+EVENT_TYPES: tuple[str, ...] = tuple(
+    get_args(cls.__pydantic_fields__["type"].annotation)[0] for cls in get_args(Event))
 _ADAPTER: TypeAdapter[Event] = TypeAdapter(
     Annotated[Event, Field(discriminator="type")]
 )

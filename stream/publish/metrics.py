@@ -19,8 +19,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from stream.figures.queue import AGENT_STATES, ALERT_KINDS, OUTCOMES
 from stream.publish.hub import SnapshotHub
+from stream.vocabulary import AGENT_STATES, ALERT_KINDS, OUTCOMES
 
 _RATIOS = (
     ("callstream_queue_service_level_ratio", "service_level",

@@ -87,8 +87,8 @@ class JourneyStore:
         config = dumps({"now": now_ms, "day_ms": DAY_MS, "keep_ms": KEEP_MS})
         callers = list(by_caller)
         keys = [self.keys.caller(c) for c in callers]
-        groups = self.store.in_groups(keys, CALLERS_PER_CALL)
-        replies = await self.store._scripts([
+        groups = self.store.scripts.in_groups(keys, CALLERS_PER_CALL)
+        replies = await self.store.scripts.run([
             ("apply_journey", tuple(keys[i] for i in group), config,
              "[" + ",".join("[" + ",".join(by_caller[callers[i]][0]) + "]" for i in group)
              + "]")
@@ -107,7 +107,7 @@ class JourneyStore:
                 rows.append([caller, queue_id, token, *decision, box])
         if by_queue:
             queue_config = dumps({"bucket_ms": BUCKET_MS, "day_ms": DAY_MS})
-            await self.store._scripts([
+            await self.store.scripts.run([
                 ("journey_queue", self.keys.queue(q), queue_config, dumps(rows))
                 for q, rows in by_queue.items()])
 
@@ -120,7 +120,7 @@ class JourneyStore:
             return {}
         config = json.dumps({"now": now_ms, "day_ms": DAY_MS, "bucket_ms": BUCKET_MS,
                              "sums": sums, "prune": prune})
-        replies = await self.store._scripts([("read_journeys", self.keys.queue(q), config)
+        replies = await self.store.scripts.run([("read_journeys", self.keys.queue(q), config)
                                              for q in queue_ids])
         return {q: _sums(json.loads(r)) for q, r in zip(queue_ids, replies, strict=True)}
 
@@ -128,7 +128,7 @@ class JourneyStore:
         """(caller, ts of the last miss) of the queue's callers missed in the last day and
         not recovered since, oldest miss first."""
         raw = cast("list[tuple[Any, float]]", await self.store.client.zrangebyscore(
-            self.keys.queue(queue_id) + ":missed", f"({now_ms - DAY_MS}", "+inf",
+            self.keys.queue_key(queue_id, "missed"), f"({now_ms - DAY_MS}", "+inf",
             withscores=True))
         return [(str(caller), int(ts)) for caller, ts in raw]
 

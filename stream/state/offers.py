@@ -41,7 +41,7 @@ class OfferStore:
         """Threshold crossings due now on these queues, leased to this caller."""
         if not queue_ids:
             return []
-        replies = await self.store._scripts([
+        replies = await self.store.scripts.run([
             ("cb_due", self.keys.queue(q), str(now_ms), str(lease_ms), str(limit))
             for q in queue_ids])
         found = []
@@ -57,7 +57,7 @@ class OfferStore:
             return []
         pipe = self.store.client.pipeline(transaction=False)
         for queue_id, call_id in calls:
-            pipe.zrank(self.keys.queue(queue_id) + ":waiting", call_id)
+            pipe.zrank(self.keys.queue_key(queue_id, "waiting"), call_id)
         ranks: list[Any] = await pipe.execute()
         return [None if rank is None else int(rank) + 1 for rank in ranks]
 
@@ -72,7 +72,7 @@ class OfferStore:
                       caps: list[int]) -> list[str]:
         """The callers' side of (caller, offer_id, call_id, queue_id, kind), in order:
         each "ok", "already_offered" or "caller_cap"."""
-        replies = await self.store.many("cb_reserve", [
+        replies = await self.store.scripts.many("cb_reserve", [
             (self.keys.caller(caller), offer_id, call_id, queue_id, kind, str(now_ms),
              str(cap), str(CALLER_TTL_S))
             for (caller, offer_id, call_id, queue_id, kind), cap in zip(asks, caps,
@@ -82,7 +82,7 @@ class OfferStore:
     async def release(self, releases: list[tuple[str, str, str]]) -> None:
         """(caller, offer_id, call_id): give back a reservation (with a call_id), or close
         a missed-call offer for cancelling (call_id "")."""
-        await self.store.many("cb_release", [(self.keys.caller(caller), offer_id, call_id)
+        await self.store.scripts.many("cb_release", [(self.keys.caller(caller), offer_id, call_id)
                                              for caller, offer_id, call_id in releases])
 
     async def note_missed(self, callers: list[str], now_ms: int) -> None:
@@ -111,7 +111,7 @@ class OfferStore:
             return {}
         pipe = self.store.client.pipeline(transaction=False)
         for caller in noted:
-            pipe.hgetall(self.keys.caller(caller) + ":cb:missed")
+            pipe.hgetall(self.keys.caller_key(caller, "caller_missed"))
         replies: list[Any] = await pipe.execute()
         return {caller: {str(k): str(v) for k, v in found.items()}
                 for caller, found in zip(noted, replies, strict=True) if found}
@@ -120,7 +120,7 @@ class OfferStore:
         """The queues' side of each (queue_id, offer): "ok", "moot" (no longer waiting)
         or "max_pending"."""
         extra = {"windows": self.store.windows, "bucket_ttl_extra_s": BUCKET_TTL_EXTRA_S}
-        replies = await self.store.many("cb_emit", [
+        replies = await self.store.scripts.many("cb_emit", [
             (self.keys.queue(queue_id), json.dumps(offer | extra))
             for queue_id, offer in offers])
         return [str(reply) for reply in replies]
@@ -128,22 +128,22 @@ class OfferStore:
     async def refuse(self, refusals: list[tuple[str, str, str, str]]) -> None:
         """(queue_id, offer_id, reason, member): count each refusal once per offer (and
         settle its crossing, if any)."""
-        await self.store.many("cb_refuse", [
+        await self.store.scripts.many("cb_refuse", [
             (self.keys.queue(queue_id), offer_id, reason, member)
             for queue_id, offer_id, reason, member in refusals])
 
     async def offer(self, queue_id: str, offer_id: str) -> dict[str, Any] | None:
-        raw = await self.store.client.hget(self.keys.queue(queue_id) + ":offers", offer_id)
+        raw = await self.store.client.hget(self.keys.queue_key(queue_id, "offers"), offer_id)
         return None if raw is None else dict(json.loads(raw))
 
     async def attempt(self, queue_id: str, **attempt: Any) -> str:
         """"reached", "retry", "unreached", or "" (taken before, or no such open offer)."""
-        reply = await self.store._scripts([("cb_attempt", self.keys.queue(queue_id),
+        reply = await self.store.scripts.run([("cb_attempt", self.keys.queue(queue_id),
                                             json.dumps(attempt))])
         return str(reply[0])
 
     async def cancel(self, queue_id: str, offer_id: str, msg_id: str, payload: str,
                      now_ms: int) -> bool:
-        reply = await self.store._scripts([("cb_cancel", self.keys.queue(queue_id), offer_id,
+        reply = await self.store.scripts.run([("cb_cancel", self.keys.queue(queue_id), offer_id,
                                             msg_id, payload, str(now_ms))])
         return bool(reply[0])

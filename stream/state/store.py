@@ -10,24 +10,22 @@ there before, and a script that finds its stored offsets behind them writes noth
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.crc import key_slot
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import ResponseError
 
 from stream.config import TREND_WINDOW_SECONDS
 from stream.errors import CallstreamError
 from stream.state.keys import KeySpace
 from stream.state.outgoing import Outgoing
 from stream.state.rows import AGENTS, CallerFact, StateBatch
+from stream.state.scripts import Scripts
 from stream.state.wire import dumps
 
 log = logging.getLogger(__name__)
@@ -45,16 +43,6 @@ IDLE_MS = 24 * 3600 * 1000
 BUCKET_TTL_EXTRA_S = 360
 #: A queue's journey counts of the last day sit in buckets this long (at most 1/30 of it).
 JOURNEY_BUCKET_MS = 30 * 60 * 1000
-_SCRIPTS = ("apply_queue", "apply_agents", "read_queue", "raise_clock", "admit", "forget",
-            "sweep_queue", "sweep_agents", "claim_out", "done_out", "cb_due", "cb_reserve",
-            "cb_release", "cb_emit", "cb_refuse", "cb_attempt", "cb_cancel", "read_agents",
-            "alert_inputs", "alert_move", "apply_journey", "journey_queue", "read_journeys",
-            "facts_taken")
-#: Scripts also loaded as a "many" form (:meth:`StateStore.many`): small steps taken
-#: for many callers or offers at once, where a script call costs more than its work.
-_MANY = ("cb_reserve", "cb_release", "cb_emit", "cb_refuse")
-#: Calls per "many" script call on one Redis.
-MANY_PER_CALL = 100
 #: How a script says that one row of its batch cannot be applied (see apply_queue.lua).
 _ROW_FAILED = "CSAPPLY "
 
@@ -123,35 +111,6 @@ def _agent_state(value: str) -> AgentState:
     return state, [q for q in queues.split(",") if q], int(since)
 
 
-#: ``(script, key or tuple of keys, *args)``
-ScriptCall = tuple[Any, ...]
-
-
-def _keys(key: str | tuple[str, ...]) -> tuple[str, ...]:
-    return (key,) if isinstance(key, str) else key
-
-
-def _script(name: str) -> str:
-    return resources.files(__package__).joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
-
-
-def _many(source: str) -> str:
-    """A script run once per call of a list, in order, in one atomic step: KEYS all the
-    calls' keys; ARGV[1] JSON, per call, [number of its keys, its args...]; returns the
-    JSON list of the calls' answers (false for none)."""
-    return (
-        "local all_keys, calls, answers, taken = KEYS, cjson.decode(ARGV[1]), {}, 0\n"
-        "local function once(KEYS, ARGV)\n" + source + "\nend\n"
-        "for i, call in ipairs(calls) do\n"
-        "  local n = call[1]\n"
-        "  local answer = once({unpack(all_keys, taken + 1, taken + n)}, {unpack(call, 2)})\n"
-        "  taken = taken + n\n"
-        "  if answer == nil then answer = false end\n"
-        "  answers[i] = answer\n"
-        "end\n"
-        "return cjson.encode(answers)\n")
-
-
 class StateStore:
     """Queue and agent state in Redis, shared by every processor instance."""
 
@@ -167,10 +126,7 @@ class StateStore:
         self.max_queues, self.max_agents = max_queues, max_agents
         #: keep what legs with a caller did in each queue's outbox (journeys, callbacks)
         self.caller_facts = caller_facts
-        self._sources = {name: _script(name) for name in _SCRIPTS}
-        self._sources |= {name + "*": _many(self._sources[name]) for name in _MANY}
-        self._shas: dict[str, str] = {}
-        self._ready_scripts = False
+        self.scripts = Scripts(client)
         #: shard -> source -> the highest offset this instance applied there.
         self._written: dict[str, dict[str, int]] = {}
         self._admitted_queues: set[str] = set()
@@ -186,20 +142,8 @@ class StateStore:
 
         return cls(await connect_redis(url), windows, keys, **options)
 
-    @property
-    def is_cluster(self) -> bool:
-        return isinstance(self.client, aioredis.RedisCluster)
-
     async def close(self) -> None:
         await self.client.aclose()
-
-    async def load_scripts(self) -> None:
-        """(Re)load the Lua scripts; needed after a Redis restart empties its script cache."""
-        for name, source in self._sources.items():
-            self._shas[name] = await self.client.script_load(source)
-        self._ready_scripts = True
-
-    # -- writing -------------------------------------------------------------------------
 
     async def admit(self, batch: StateBatch, now_ms: int) -> tuple[set[str], set[str]]:
         """Admit the batch's new queues and agents under their bounds; returns the queue
@@ -215,7 +159,7 @@ class StateStore:
                           *new_agents))
         if not calls:
             return set(), set()
-        replies = await self._scripts(calls)
+        replies = await self.scripts.run(calls)
         refused_queues = set(replies.pop(0)) if new_queues else set()
         refused_agents = set(replies.pop(0)) if new_agents else set()
         self._admitted_queues.update(set(new_queues) - refused_queues)
@@ -237,7 +181,7 @@ class StateStore:
         while pending:
             encoded = batch.encoded()
             calls = [self._apply_call(shard, encoded[shard], rules, now_ms) for shard in pending]
-            replies = await self._scripts(calls, raise_on_error=False)
+            replies = await self.scripts.run(calls, raise_on_error=False)
             failed: list[tuple[int, str]] = []
             retry = []
             for shard, reply in zip(pending, replies, strict=True):
@@ -265,7 +209,7 @@ class StateStore:
         if behind:
             raise RedisWentBack(await self.lost_positions(behind))
         if batch.newest_ts_ms is not None:
-            await self._scripts([("raise_clock", self.keys.event_clock,
+            await self.scripts.run([("raise_clock", self.keys.event_clock,
                                   str(batch.newest_ts_ms))])
         return batch.results()
 
@@ -340,7 +284,8 @@ class StateStore:
         self._written.clear()
 
     def _offsets_key(self, shard: str) -> str:
-        return (self.keys.agents if shard == AGENTS else self.keys.queue(shard)) + ":offsets"
+        return self.keys.below(self.keys.agents if shard == AGENTS else self.keys.queue(shard),
+                               "offsets")
 
     # -- housekeeping --------------------------------------------------------------------
 
@@ -349,14 +294,14 @@ class StateStore:
         queue and agent ids forgotten."""
         queue_ids = await self.queue_ids()
         config = json.dumps({"now": now_ms, "leg_ttl_ms": LEG_TTL_MS, "idle_ms": IDLE_MS})
-        replies = await self._scripts([("sweep_queue", self.keys.queue(q), config)
+        replies = await self.scripts.run([("sweep_queue", self.keys.queue(q), config)
                                        for q in queue_ids]) if queue_ids else []
         idle = [q for q, gone in zip(queue_ids, replies, strict=True) if gone]
         cutoff = str(now_ms - IDLE_MS)
         if idle:
-            await self._scripts([("forget", self.keys.queue_index, cutoff, *idle)])
+            await self.scripts.run([("forget", self.keys.queue_index, cutoff, *idle)])
             self._admitted_queues.difference_update(idle)
-        agents = await self._scripts([("sweep_agents", self.keys.agents, cutoff)])
+        agents = await self.scripts.run([("sweep_agents", self.keys.agents, cutoff)])
         self._admitted_agents.difference_update(agents[0])
         return idle, [str(a) for a in agents[0]]
 
@@ -368,7 +313,7 @@ class StateStore:
             return []
         pipe = self.client.pipeline(transaction=False)
         for q in queue_ids:
-            pipe.hvals(self.keys.queue(q) + ":facts")
+            pipe.hvals(self.keys.queue_key(q, "facts"))
         replies = await pipe.execute()
         facts = []
         for q, boxes in zip(queue_ids, replies, strict=True):
@@ -389,7 +334,7 @@ class StateStore:
             sets[0].add(box)
             if what == "queued":  # only these may have been counted as repeat calls
                 sets[1].add(token)
-        await self._scripts([
+        await self.scripts.run([
             ("facts_taken", self.keys.queue(q),
              dumps({"boxes": sorted(boxes), "tokens": sorted(tokens)}))
             for q, (boxes, tokens) in by_queue.items()])
@@ -401,7 +346,7 @@ class StateStore:
         """Claim the due messages of a channel on these queues, in one round trip."""
         if not queue_ids:
             return []
-        replies = await self._scripts([
+        replies = await self.scripts.run([
             ("claim_out", self.keys.queue(q), channel, str(now_ms), instance, str(claim_ms),
              str(limit)) for q in queue_ids])
         return [Outgoing(q, str(msg_id), str(payload), int(previous) if previous else None)
@@ -410,7 +355,7 @@ class StateStore:
 
     async def confirm_outgoing(self, channel: str, sent: dict[str, list[str]]) -> None:
         """queue_id -> the msg_ids now on the topic: they leave the outbox."""
-        await self._scripts([("done_out", self.keys.queue(q), channel, *ids)
+        await self.scripts.run([("done_out", self.keys.queue(q), channel, *ids)
                              for q, ids in sent.items()])
 
     # -- alert episodes (see stream/alerts.py) ------------------------------------------
@@ -421,7 +366,7 @@ class StateStore:
         in one round trip."""
         if not ranges:
             return {}
-        replies = await self._scripts([
+        replies = await self.scripts.run([
             ("alert_inputs", self.keys.queue(q), kind,
              json.dumps([[r.window_s, r.first, r.last] for r in wanted]))
             for q, wanted in ranges.items()])
@@ -434,7 +379,7 @@ class StateStore:
         still the one expected; returns which moved."""
         if not moves:
             return []
-        replies = await self._scripts([
+        replies = await self.scripts.run([
             ("alert_move", self.keys.queue(m.queue_id), m.kind, m.expected,
              json.dumps(m.now) if m.now else "", channel, m.msg_id, json.dumps(m.message),
              str(due_ms)) for m in moves])
@@ -476,7 +421,7 @@ class StateStore:
             return {}
         config = json.dumps({"now": now_ms, "windows": self.windows,
                              "trend": TREND_WINDOW_SECONDS})
-        replies = await self._scripts([("read_queue", self.keys.queue(q), config)
+        replies = await self.scripts.run([("read_queue", self.keys.queue(q), config)
                                        for q in queue_ids])
         return {q: json.loads(r) for q, r in zip(queue_ids, replies, strict=True)}
 
@@ -485,7 +430,7 @@ class StateStore:
         earlier ts, then call_id), in one round trip, as opaque entries (``ranked_call``)."""
         pipe = self.client.pipeline(transaction=False)
         for q in queue_ids:
-            pipe.zrange(self.keys.queue(q) + ":ranked", 0, -1)
+            pipe.zrange(self.keys.queue_key(q, "ranked"), 0, -1)
         replies = await pipe.execute()
         return {q: [str(m) for m in members]
                 for q, members in zip(queue_ids, replies, strict=True)}
@@ -500,7 +445,7 @@ class StateStore:
         one atomic call: agent_id -> (state, queues, since), and window_s -> agent_id ->
         state -> ms (the state still open not included)."""
         config = json.dumps({"now": now_ms, "windows": self.windows})
-        reply = json.loads((await self._scripts([("read_agents", self.keys.agents,
+        reply = json.loads((await self.scripts.run([("read_agents", self.keys.agents,
                                                   config)]))[0])
         states = {str(agent): _agent_state(str(value))
                   for agent, value in reply["states"].items()}
@@ -512,74 +457,12 @@ class StateStore:
                 per_agent.setdefault(agent, {})[state] = int(ms)
         return RawAgents(states, windows)
 
-    # -- scripts -------------------------------------------------------------------------
-
-    async def _scripts(self, calls: Sequence[ScriptCall], raise_on_error: bool = True
-                       ) -> list[Any]:
-        """Script calls ``(script, key, *args)``, each atomic, all in one round trip; the
-        key may be a tuple of keys (of one slot, on a Cluster)."""
-        if not self._ready_scripts:
-            await self.load_scripts()
-        try:
-            return await self._send(calls, raise_on_error)
-        except NoScriptError:
-            await self.load_scripts()
-            return await self._send(calls, raise_on_error)
-
-    def in_groups(self, keys: Sequence[str], per_call: int) -> list[list[int]]:
-        """The indexes of ``keys`` taken by one script call each, in order: up to
-        ``per_call`` on one Redis (a call costs more than a key), one slot's on a Cluster
-        (where a script's keys must share a slot)."""
-        if not self.is_cluster:
-            return [list(range(i, min(i + per_call, len(keys))))
-                    for i in range(0, len(keys), per_call)]
-        by_slot: dict[int, list[int]] = {}
-        for i, key in enumerate(keys):
-            by_slot.setdefault(key_slot(key.encode()), []).append(i)
-        return list(by_slot.values())
-
-    async def many(self, name: str, calls: Sequence[ScriptCall]) -> list[Any]:
-        """Calls ``(key, *args)`` of one of the ``_MANY`` scripts, answered in order, taken
-        in few script calls (:meth:`in_groups`). Each call stays atomic, and calls with
-        keys in one slot are taken in their order."""
-        if not calls:
-            return []
-        groups = self.in_groups([_keys(call[0])[0] for call in calls], MANY_PER_CALL)
-        batched = [(name + "*", tuple(k for i in members for k in _keys(calls[i][0])),
-                    dumps([[len(_keys(calls[i][0])), *map(str, calls[i][1:])]
-                           for i in members]))
-                   for members in groups]
-        answers: list[Any] = [None] * len(calls)
-        for members, reply in zip(groups, await self._scripts(batched), strict=True):
-            for i, answer in zip(members, json.loads(reply), strict=True):
-                answers[i] = answer
-        return answers
-
-    async def _send(self, calls: Sequence[ScriptCall], raise_on_error: bool) -> list[Any]:
-        """On a Cluster, which refuses scripts in pipelines, as concurrent calls instead."""
-        if isinstance(self.client, aioredis.RedisCluster):
-            replies = list(await asyncio.gather(
-                *(self.client.evalsha(self._shas[name], len(_keys(key)), *_keys(key), *args)
-                  for name, key, *args in calls),
-                return_exceptions=not raise_on_error))
-        else:
-            pipe = self.client.pipeline(transaction=False)
-            for name, key, *args in calls:
-                pipe.evalsha(self._shas[name], len(_keys(key)), *_keys(key), *args)
-            replies = list(await pipe.execute(raise_on_error=raise_on_error))
-        for reply in replies:
-            if isinstance(reply, NoScriptError):
-                raise reply
-            if isinstance(reply, BaseException) and not isinstance(reply, ResponseError):
-                raise reply  # connection trouble: nothing to read from the other replies
-        return replies
-
 
 _COMPLEMENT = str.maketrans("0123456789", "9876543210")
 
 
 def ranked_call(member: str) -> tuple[str, int]:
     """(call_id, queued ts in ms) of a ``waiting_in_order`` entry: a ``:ranked`` member
-    (its layout: apply_queue.lua)."""
+    (its layout: lua/shared/ranked_member.lua)."""
     digits, call_id = member[1:19], member[20:]
     return call_id, int(digits) if member[0] == "1" else -int(digits.translate(_COMPLEMENT))

@@ -22,8 +22,8 @@ from typing import Any
 
 from aiohttp import web
 
-from stream.figures.queue import OUTCOMES
 from stream.publish.hub import Snapshot, SnapshotHub
+from stream.vocabulary import AGENT_STATES, OUTCOMES
 
 WALLBOARD_PATH = "/wallboard"
 EVENTS_PATH = "/wallboard/events"
@@ -37,7 +37,6 @@ RECONNECT_MILLISECONDS = 1000
 SNAPSHOT_STALE_SECONDS = 3.0
 
 _QUEUE_NUMBERS = ("waiting", "longest_wait_seconds", "ewt_seconds", "agents_required")
-_AGENT_STATES = ("available", "busy", "wrapup", "away", "offline")
 _POLICY_NUMBERS = (
     "sla_seconds",
     "service_level_target",
@@ -150,7 +149,7 @@ def wallboard_view(snapshot: Snapshot, queue_ids: frozenset[str] | None = None) 
 def _queue_view(queue: Mapping[str, Any]) -> dict[str, Any]:
     view: dict[str, Any] = {"queue_id": queue["queue_id"]}
     view.update(_numbers(queue, _QUEUE_NUMBERS))
-    view["agents"] = _numbers(_mapping(queue.get("agents")), _AGENT_STATES)
+    view["agents"] = _numbers(_mapping(queue.get("agents")), AGENT_STATES)
     view["policy"] = _numbers(_mapping(queue.get("policy")), _POLICY_NUMBERS)
     view["windows"] = {
         label: _numbers(_mapping(window), _WINDOW_NUMBERS)

@@ -11,7 +11,7 @@ local sums = {}
 for i, range in ipairs(cjson.decode(ARGV[2])) do
   local total = {answered = 0, abandoned = 0, short_abandoned = 0}
   for bucket = range[2], range[3] do
-    local values = redis.call('HMGET', prefix .. ':w:' .. range[1] .. ':' .. bucket,
+    local values = redis.call('HMGET', prefix .. K.window .. range[1] .. ':' .. bucket,
                               unpack(figures))
     for j, figure in ipairs(figures) do
       total[figure] = total[figure] + tonumber(values[j] or '0')
@@ -19,4 +19,4 @@ for i, range in ipairs(cjson.decode(ARGV[2])) do
   end
   sums[i] = total
 end
-return {cjson.encode(sums), redis.call('HGET', prefix .. ':alerts', ARGV[1]) or ''}
+return {cjson.encode(sums), redis.call('HGET', prefix .. K.alerts, ARGV[1]) or ''}

@@ -11,14 +11,14 @@
 local prefix = KEYS[1]
 local kind, expected, now = ARGV[1], ARGV[2], ARGV[3]
 local channel, msg_id, message, due = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
-if (redis.call('HGET', prefix .. ':alerts', kind) or '') ~= expected then
+if (redis.call('HGET', prefix .. K.alerts, kind) or '') ~= expected then
   return 0
 end
 if now == '' then
-  redis.call('HDEL', prefix .. ':alerts', kind)
+  redis.call('HDEL', prefix .. K.alerts, kind)
 else
-  redis.call('HSET', prefix .. ':alerts', kind, now)
+  redis.call('HSET', prefix .. K.alerts, kind, now)
 end
-redis.call('HSET', prefix .. ':out:' .. channel, msg_id, message)
-redis.call('ZADD', prefix .. ':due:' .. channel, due, msg_id)
+redis.call('HSET', prefix .. K.out .. channel, msg_id, message)
+redis.call('ZADD', prefix .. K.due .. channel, due, msg_id)
 return 1

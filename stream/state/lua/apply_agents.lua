@@ -28,8 +28,8 @@
 local prefix = KEYS[1]
 local cfg = cjson.decode(ARGV[1])
 local rows = cjson.decode(ARGV[2])
-local offsets_key = prefix .. ':offsets'
-local seen_prefix = prefix .. ':seen:'
+local offsets_key = prefix .. K.offsets
+local seen_prefix = prefix .. K.seen_day
 local stored, applied, results = {}, {}, {}
 local today = math.floor(cfg.now / 86400000)
 local seen_today = seen_prefix .. today
@@ -38,7 +38,7 @@ local marked = false
 local states = {}         -- agent_id -> its state value, read once, written at the end
 local changed, is_changed = {}, {}  -- agent_ids whose state value changed, in order
 local buckets, bucket_order = {}, {}  -- "window:bucket" -> {"agent|state" -> ms}
-local staffed = {available = true, busy = true, wrapup = true}
+local staffed = STAFFED
 local bucket_seconds = {}
 for _, w in ipairs(cfg.windows) do bucket_seconds[w[1]] = w[2] end
 -- A state's time older than the longest window and its bucket is read by no window:
@@ -51,7 +51,7 @@ end
 local function read_state(agent)
   local value = states[agent]
   if value == nil then
-    value = redis.call('HGET', prefix .. ':state', agent) or false
+    value = redis.call('HGET', prefix .. K.state, agent) or false
     states[agent] = value
   end
   return value
@@ -134,11 +134,11 @@ end
 
 -- Write what the rows decided.
 for _, agent in ipairs(changed) do
-  redis.call('HSET', prefix .. ':state', agent, states[agent])
+  redis.call('HSET', prefix .. K.state, agent, states[agent])
 end
 for _, id in ipairs(bucket_order) do
   local window = tonumber(string.match(id, '^(%d+):'))
-  local key = prefix .. ':w:' .. id
+  local key = prefix .. K.window .. id
   for field, ms in pairs(buckets[id]) do
     redis.call('HINCRBY', key, field, string.format('%.0f', ms))
   end

@@ -231,7 +231,7 @@ end
 
 for i, prefix in ipairs(KEYS) do
   who = i
-  journey(prefix .. ':j', batches[i])
+  journey(prefix .. K.journey, batches[i])
 end
 
 -- Written only once every caller's ops are worked out.

@@ -64,12 +64,12 @@ local cfg = cjson.decode(ARGV[1])
 local rows = cjson.decode(ARGV[2])
 local now = cfg.now
 
-local offsets_key = prefix .. ':offsets'
-local legs_key = prefix .. ':legs'
-local legidx_key = prefix .. ':legidx'
-local waiting_key = prefix .. ':waiting'
-local totals_key = prefix .. ':totals'
-local ranked_key = prefix .. ':ranked'
+local offsets_key = prefix .. K.offsets
+local legs_key = prefix .. K.legs
+local legidx_key = prefix .. K.legs_index
+local waiting_key = prefix .. K.waiting
+local totals_key = prefix .. K.totals
+local ranked_key = prefix .. K.ranked
 
 local stored_offsets = {}
 local applied_offsets = {}
@@ -187,16 +187,6 @@ local function cb_member(call_id, leg)
     return leg.caller .. '|' .. string.format('%.0f', leg.q) .. '|' .. call_id
   end
   return nil
-end
-
--- A call's :ranked member: its queued ts in digits that sort as the times do (those
--- before 1970 complemented, so that they sort first), then its call_id.
-local function ranked_member(call_id, ts)
-  if ts < 0 then
-    return '0' .. string.gsub(string.format('%018.0f', -ts), '%d',
-                              function(d) return 9 - d end) .. '|' .. call_id
-  end
-  return '1' .. string.format('%018.0f', ts) .. '|' .. call_id
 end
 
 local function start_visit(call_id, ts, caller, priority, old, token)
@@ -441,17 +431,19 @@ for _, call_id in ipairs(moved) do
   end
 end
 local waiting_changed = false
-for _, set in ipairs({'waiting', 'ranked', 'cbwait'}) do
+for _, each in ipairs({{'waiting', K.waiting}, {'ranked', K.ranked},
+                       {'cbwait', K.callback_wait}}) do
+  local set, key = each[1], each[2]
   if #gone[set] > 0 then
-    in_chunks('ZREM', prefix .. ':' .. set, gone[set])
+    in_chunks('ZREM', prefix .. key, gone[set])
     waiting_changed = true
   end
   if #added[set] > 0 then
-    in_chunks('ZADD', prefix .. ':' .. set, added[set])
+    in_chunks('ZADD', prefix .. key, added[set])
     waiting_changed = true
   end
 end
-if waiting_changed then redis.call('INCR', prefix .. ':wgen') end
+if waiting_changed then redis.call('INCR', prefix .. K.waiting_gen) end
 
 for _, w in ipairs(cfg.windows) do
   local window, width = w[1], w[2]
@@ -464,7 +456,7 @@ for _, w in ipairs(cfg.windows) do
     for figure, amount in pairs(counted) do sums[figure] = (sums[figure] or 0) + amount end
   end
   for n, sums in pairs(buckets) do
-    local key = prefix .. ':w:' .. window .. ':' .. n
+    local key = prefix .. K.window .. window .. ':' .. n
     for figure, amount in pairs(sums) do  -- a whole number: Redis writes it in digits
       redis.call('HINCRBY', key, figure, amount)
     end
@@ -475,14 +467,14 @@ end
 for outcome, amount in pairs(totals) do
   redis.call('HINCRBY', totals_key, outcome, int(amount))
 end
-redis.call('SET', prefix .. ':seen', int(now))
+redis.call('SET', prefix .. K.seen, int(now))
 local encoded_facts = nil
 if #facts > 0 then
   encoded_facts = cjson.encode(facts)
-  redis.call('HSET', prefix .. ':facts', facts[1][1], encoded_facts)
+  redis.call('HSET', prefix .. K.facts, facts[1][1], encoded_facts)
 end
 for bucket, n in pairs(offered_with_caller) do
-  redis.call('HINCRBY', prefix .. ':jw', int(bucket) .. ':c', n)
+  redis.call('HINCRBY', prefix .. K.journey_window, int(bucket) .. ':c', n)
 end
 
 -- Forget legs idle past the horizon (sweep_queue.lua does it for queues with no batch).

@@ -9,7 +9,7 @@
 -- "unreached", or "" when there is nothing to do.
 local p = KEYS[1]
 local a = cjson.decode(ARGV[1])
-local raw = redis.call('HGET', p .. ':offers', a.offer_id)
+local raw = redis.call('HGET', p .. K.offers, a.offer_id)
 if not raw then return '' end
 local offer = cjson.decode(raw)
 for _, token in ipairs(offer.tokens) do
@@ -25,13 +25,13 @@ elseif offer.attempt >= a.max_attempts then
 else
   outcome = 'retry'
   offer.attempt = offer.attempt + 1
-  redis.call('HSET', p .. ':out:offers', a.retry_msg_id, a.retry_payload)
-  redis.call('ZADD', p .. ':due:offers', a.retry_due, a.retry_msg_id)
+  redis.call('HSET', p .. K.out_offers, a.retry_msg_id, a.retry_payload)
+  redis.call('ZADD', p .. K.due_offers, a.retry_due, a.retry_msg_id)
 end
 if outcome ~= 'retry' then
   offer.open = false
-  redis.call('SREM', p .. ':offers:open', a.offer_id)
-  redis.call('HINCRBY', p .. ':cb', 'result:' .. outcome, 1)
+  redis.call('SREM', p .. K.offers_open, a.offer_id)
+  redis.call('HINCRBY', p .. K.cb, 'result:' .. outcome, 1)
 end
-redis.call('HSET', p .. ':offers', a.offer_id, cjson.encode(offer))
+redis.call('HSET', p .. K.offers, a.offer_id, cjson.encode(offer))
 return outcome

@@ -7,7 +7,7 @@
 --          stops waiting). A crossing handed out here is leased: it comes back after the
 --          lease unless cb_emit.lua or cb_refuse.lua settled it.
 -- Returns the members that crossed.
-local key = KEYS[1] .. ':cbwait'
+local key = KEYS[1] .. K.callback_wait
 local now, lease = tonumber(ARGV[1]), tonumber(ARGV[2])
 local due = redis.call('ZRANGEBYSCORE', key, '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))
 for _, member in ipairs(due) do

@@ -12,17 +12,17 @@ local p = KEYS[1]
 local offer_id, call_id, queue_id, kind = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local now, cap, ttl = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local mine = offer_id .. '|' .. queue_id
-local held = redis.call('HGET', p .. ':cb:calls', call_id)
+local held = redis.call('HGET', p .. K.caller_calls, call_id)
 if held then
   if held == mine then return 'ok' end
   return 'already_offered'
 end
-redis.call('ZREMRANGEBYSCORE', p .. ':cb:offers', '-inf', now - 86400000)
-if redis.call('ZCARD', p .. ':cb:offers') >= cap then return 'caller_cap' end
-redis.call('ZADD', p .. ':cb:offers', now, offer_id)
-redis.call('HSET', p .. ':cb:calls', call_id, mine)
-if kind == 'missed_call' then redis.call('HSET', p .. ':cb:missed', offer_id, queue_id) end
-for _, suffix in ipairs({':cb:offers', ':cb:calls', ':cb:missed'}) do
+redis.call('ZREMRANGEBYSCORE', p .. K.caller_offers, '-inf', now - 86400000)
+if redis.call('ZCARD', p .. K.caller_offers) >= cap then return 'caller_cap' end
+redis.call('ZADD', p .. K.caller_offers, now, offer_id)
+redis.call('HSET', p .. K.caller_calls, call_id, mine)
+if kind == 'missed_call' then redis.call('HSET', p .. K.caller_missed, offer_id, queue_id) end
+for _, suffix in ipairs({K.caller_offers, K.caller_calls, K.caller_missed}) do
   redis.call('EXPIRE', p .. suffix, ttl)
 end
 return 'ok'

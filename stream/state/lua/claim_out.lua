@@ -12,9 +12,9 @@
 local prefix, channel = KEYS[1], ARGV[1]
 local now, instance = tonumber(ARGV[2]), ARGV[3]
 local claim_ms, limit = tonumber(ARGV[4]), tonumber(ARGV[5])
-local out_key = prefix .. ':out:' .. channel
-local due_key = prefix .. ':due:' .. channel
-local claim_key = prefix .. ':claim:' .. channel
+local out_key = prefix .. K.out .. channel
+local due_key = prefix .. K.due .. channel
+local claim_key = prefix .. K.claim .. channel
 local claimed = {}
 local due = redis.call('ZRANGEBYSCORE', due_key, '-inf', now, 'LIMIT', 0, limit)
 for _, msg_id in ipairs(due) do

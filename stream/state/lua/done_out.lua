@@ -2,8 +2,8 @@
 -- KEYS[1] the queue's key prefix; ARGV channel, msg_id...
 local prefix, channel = KEYS[1], ARGV[1]
 for i = 2, #ARGV do
-  redis.call('HDEL', prefix .. ':out:' .. channel, ARGV[i])
-  redis.call('ZREM', prefix .. ':due:' .. channel, ARGV[i])
-  redis.call('HDEL', prefix .. ':claim:' .. channel, ARGV[i])
+  redis.call('HDEL', prefix .. K.out .. channel, ARGV[i])
+  redis.call('ZREM', prefix .. K.due .. channel, ARGV[i])
+  redis.call('HDEL', prefix .. K.claim .. channel, ARGV[i])
 end
 return #ARGV - 1

@@ -3,9 +3,9 @@
 -- KEYS[1] the queue's key prefix; ARGV[1] JSON {boxes: [...], tokens: [...]}
 local prefix = KEYS[1]
 local taken = cjson.decode(ARGV[1])
-if #taken.boxes > 0 then redis.call('HDEL', prefix .. ':facts', unpack(taken.boxes)) end
+if #taken.boxes > 0 then redis.call('HDEL', prefix .. K.facts, unpack(taken.boxes)) end
 for first = 1, #taken.tokens, 1000 do
-  redis.call('SREM', prefix .. ':jmark',
+  redis.call('SREM', prefix .. K.journey_marks,
              unpack(taken.tokens, first, math.min(first + 999, #taken.tokens)))
 end
 return 1

@@ -35,7 +35,7 @@
 local prefix = KEYS[1]
 local cfg = cjson.decode(ARGV[1])
 local rows = cjson.decode(ARGV[2])
-local missed_key, done_key, res_key = prefix .. ':missed', prefix .. ':jdone', prefix .. ':jres'
+local missed_key, done_key, res_key = prefix .. K.missed, prefix .. K.journey_done, prefix .. K.journey_resolved
 
 local counts, marks, done = {}, {}, {}
 local missed = {}   -- caller -> ts of the open miss (NONE: none)
@@ -97,8 +97,8 @@ end
 for _, e in ipairs(rows) do
   local caller, token, kind, ts, at, recovery = e[1], e[3], e[4], e[5], e[6], e[7]
   if kind == 'r' then
-    if not marks[token] and redis.call('HEXISTS', prefix .. ':facts', e[8]) == 1
-        and redis.call('SISMEMBER', prefix .. ':jmark', token) == 0 then
+    if not marks[token] and redis.call('HEXISTS', prefix .. K.facts, e[8]) == 1
+        and redis.call('SISMEMBER', prefix .. K.journey_marks, token) == 0 then
       marks[token] = true
       add(ts, 'r', 1)
     end
@@ -130,7 +130,7 @@ for _, e in ipairs(rows) do
   end
 end
 
-for token in pairs(marks) do redis.call('SADD', prefix .. ':jmark', token) end
+for token in pairs(marks) do redis.call('SADD', prefix .. K.journey_marks, token) end
 for caller in pairs(changed) do
   if missed[caller] == NONE then
     redis.call('ZREM', missed_key, caller)
@@ -148,6 +148,6 @@ for caller, entry in pairs(res) do
     redis.call('HDEL', res_key, caller)
   end
 end
-for field, amount in pairs(counts) do redis.call('HINCRBY', prefix .. ':jw', field, amount) end
-if lost > 0 then redis.call('HINCRBY', prefix .. ':jtotal', 'lost', lost) end
+for field, amount in pairs(counts) do redis.call('HINCRBY', prefix .. K.journey_window, field, amount) end
+if lost > 0 then redis.call('HINCRBY', prefix .. K.journey_total, 'lost', lost) end
 return 'ok'

@@ -15,7 +15,7 @@ local windows = {}
 for _, w in ipairs(cfg.windows) do
   local sums = {}
   for bucket = math.floor((now_s - w[1]) / w[2]), math.floor(now_s / w[2]) do
-    local flat = redis.call('HGETALL', prefix .. ':w:' .. w[1] .. ':' .. bucket)
+    local flat = redis.call('HGETALL', prefix .. K.window .. w[1] .. ':' .. bucket)
     for i = 1, #flat, 2 do
       sums[flat[i]] = (sums[flat[i]] or 0) + tonumber(flat[i + 1])
     end
@@ -24,6 +24,6 @@ for _, w in ipairs(cfg.windows) do
 end
 
 local states = {}
-local flat = redis.call('HGETALL', prefix .. ':state')
+local flat = redis.call('HGETALL', prefix .. K.state)
 for i = 1, #flat, 2 do states[flat[i]] = flat[i + 1] end
 return cjson.encode({states = states, windows = windows})

@@ -15,7 +15,7 @@ local edge = cfg.now - cfg.day_ms
 local out = {c = 0, r = 0, R = 0, Rms = 0, L = 0}
 
 local flat = {}
-if cfg.sums or cfg.prune then flat = redis.call('HGETALL', prefix .. ':jw') end
+if cfg.sums or cfg.prune then flat = redis.call('HGETALL', prefix .. K.journey_window) end
 local stale = {}
 for i = 1, #flat, 2 do
   local bucket, figure = string.match(flat[i], '^(%-?%d+):(%a+)$')
@@ -26,19 +26,19 @@ for i = 1, #flat, 2 do
     out[figure] = out[figure] + tonumber(flat[i + 1])
   end
 end
-out.missed = redis.call('ZCOUNT', prefix .. ':missed', '(' .. string.format('%.0f', edge),
+out.missed = redis.call('ZCOUNT', prefix .. K.missed, '(' .. string.format('%.0f', edge),
                         '+inf')
-out.lost_total = tonumber(redis.call('HGET', prefix .. ':jtotal', 'lost') or '0')
-out.due = redis.call('ZRANGEBYSCORE', prefix .. ':missed', '-inf',
+out.lost_total = tonumber(redis.call('HGET', prefix .. K.journey_total, 'lost') or '0')
+out.due = redis.call('ZRANGEBYSCORE', prefix .. K.missed, '-inf',
                      string.format('%.0f', edge), 'WITHSCORES', 'LIMIT', 0, 1000)
 
 if cfg.prune then
-  if #stale > 0 then redis.call('HDEL', prefix .. ':jw', unpack(stale)) end
+  if #stale > 0 then redis.call('HDEL', prefix .. K.journey_window, unpack(stale)) end
   local past = string.format('%.0f', edge - 3600000)
-  local gone = redis.call('ZRANGEBYSCORE', prefix .. ':jdone', '-inf', past)
+  local gone = redis.call('ZRANGEBYSCORE', prefix .. K.journey_done, '-inf', past)
   for i = 1, #gone, 1000 do
-    redis.call('HDEL', prefix .. ':jres', unpack(gone, i, math.min(i + 999, #gone)))
+    redis.call('HDEL', prefix .. K.journey_resolved, unpack(gone, i, math.min(i + 999, #gone)))
   end
-  redis.call('ZREMRANGEBYSCORE', prefix .. ':jdone', '-inf', past)
+  redis.call('ZREMRANGEBYSCORE', prefix .. K.journey_done, '-inf', past)
 end
 return cjson.encode(out)

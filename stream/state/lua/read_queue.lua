@@ -32,29 +32,29 @@ for _, w in ipairs(cfg.windows) do
   local first = math.floor((now_s - w[1]) / w[2])
   local last = math.floor(now_s / w[2])
   for bucket = first, last do
-    local flat = redis.call('HGETALL', prefix .. ':w:' .. w[1] .. ':' .. bucket)
+    local flat = redis.call('HGETALL', prefix .. K.window .. w[1] .. ':' .. bucket)
     hash_to_table(flat, sums)
     if w[1] == cfg.trend then trend[#trend + 1] = {bucket * w[2], hash_to_table(flat, {})} end
   end
   windows[tostring(w[1])] = sums
 end
 
-local waiting = redis.call('ZCARD', prefix .. ':waiting')
+local waiting = redis.call('ZCARD', prefix .. K.waiting)
 local minute = math.floor(now_s / 60)
-local history = prefix .. ':trend:waiting'
+local history = prefix .. K.trend_waiting
 redis.call('HSET', history, minute, waiting)
 redis.call('HDEL', history, minute - 70, minute - 71, minute - 72)
 redis.call('EXPIRE', history, 7200)
 
-local oldest = redis.call('ZRANGE', KEYS[1] .. ':waiting', 0, 0, 'WITHSCORES')
+local oldest = redis.call('ZRANGE', KEYS[1] .. K.waiting, 0, 0, 'WITHSCORES')
 return cjson.encode({
   waiting = waiting,
   oldest_ms = tonumber(oldest[2] or '-1'),
-  totals = hash_to_table(redis.call('HGETALL', prefix .. ':totals'), {}),
+  totals = hash_to_table(redis.call('HGETALL', prefix .. K.totals), {}),
   windows = windows,
-  callbacks = hash_to_table(redis.call('HGETALL', prefix .. ':cb'), {}),
-  offers_open = redis.call('SCARD', prefix .. ':offers:open'),
+  callbacks = hash_to_table(redis.call('HGETALL', prefix .. K.cb), {}),
+  offers_open = redis.call('SCARD', prefix .. K.offers_open),
   trend = trend,
   waited = hash_to_table(redis.call('HGETALL', history), {}),
-  waiting_gen = tonumber(redis.call('GET', prefix .. ':wgen') or '0'),
+  waiting_gen = tonumber(redis.call('GET', prefix .. K.waiting_gen) or '0'),
 })

@@ -1,7 +1,7 @@
 -- Forget agents offline for longer than the horizon (contract §1 "Bounded").
 -- KEYS[1]  the agents key prefix; ARGV[1] the cut-off (ms): offline since before it.
 -- Returns the agent ids forgotten.
-local state_key, index_key = KEYS[1] .. ':state', KEYS[1] .. ':index'
+local state_key, index_key = KEYS[1] .. K.state, KEYS[1] .. K.index
 local cutoff = tonumber(ARGV[1])
 local flat = redis.call('HGETALL', state_key)
 local gone = {}

@@ -8,33 +8,24 @@
 local prefix = KEYS[1]
 local cfg = cjson.decode(ARGV[1])
 
--- A waiting call's :ranked member, as apply_queue.lua writes it.
-local function ranked_member(call_id, ts)
-  if ts < 0 then
-    return '0' .. string.gsub(string.format('%018.0f', -ts), '%d',
-                              function(d) return 9 - d end) .. '|' .. call_id
-  end
-  return '1' .. string.format('%018.0f', ts) .. '|' .. call_id
-end
-
-local stale = redis.call('ZRANGEBYSCORE', prefix .. ':legidx', '-inf',
+local stale = redis.call('ZRANGEBYSCORE', prefix .. K.legs_index, '-inf',
                          cfg.now - cfg.leg_ttl_ms, 'LIMIT', 0, 10000)
 for _, call_id in ipairs(stale) do
-  local queued = redis.call('ZSCORE', prefix .. ':waiting', call_id)
+  local queued = redis.call('ZSCORE', prefix .. K.waiting, call_id)
   if queued then
-    redis.call('ZREM', prefix .. ':ranked', ranked_member(call_id, tonumber(queued)))
-    redis.call('ZREM', prefix .. ':waiting', call_id)
-    redis.call('INCR', prefix .. ':wgen')
+    redis.call('ZREM', prefix .. K.ranked, ranked_member(call_id, tonumber(queued)))
+    redis.call('ZREM', prefix .. K.waiting, call_id)
+    redis.call('INCR', prefix .. K.waiting_gen)
   end
-  redis.call('HDEL', prefix .. ':legs', call_id)
-  redis.call('ZREM', prefix .. ':legidx', call_id)
+  redis.call('HDEL', prefix .. K.legs, call_id)
+  redis.call('ZREM', prefix .. K.legs_index, call_id)
 end
-local seen = tonumber(redis.call('GET', prefix .. ':seen') or '0')
-if seen > cfg.now - cfg.idle_ms or redis.call('ZCARD', prefix .. ':waiting') > 0 then
+local seen = tonumber(redis.call('GET', prefix .. K.seen) or '0')
+if seen > cfg.now - cfg.idle_ms or redis.call('ZCARD', prefix .. K.waiting) > 0 then
   return 0
 end
-redis.call('DEL', prefix .. ':legs', prefix .. ':legidx', prefix .. ':waiting',
-           prefix .. ':totals', prefix .. ':offsets', prefix .. ':seen',
-           prefix .. ':alerts', prefix .. ':wgen', prefix .. ':trend:waiting',
-           prefix .. ':ranked', prefix .. ':cbwait')
+redis.call('DEL', prefix .. K.legs, prefix .. K.legs_index, prefix .. K.waiting,
+           prefix .. K.totals, prefix .. K.offsets, prefix .. K.seen,
+           prefix .. K.alerts, prefix .. K.waiting_gen, prefix .. K.trend_waiting,
+           prefix .. K.ranked, prefix .. K.callback_wait)
 return 1

@@ -348,17 +348,17 @@ async def test_a_relay_cut_between_journey_and_queue_counts_once(journeys: Journ
                                   answered("c2", 200, queue="support"), relay_facts=False)
     # Only the callers' half of the relay, for everything, as if the queues' half died.
     ops_store = journeys.state
-    real = ops_store.store._scripts
+    real = ops_store.store.scripts.run
 
     async def callers_only(calls: Any, raise_on_error: bool = True) -> list[Any]:
         if calls and calls[0][0] == "journey_queue":
             raise ConnectionError("cut")
         return await real(calls, raise_on_error)
 
-    ops_store.store._scripts = callers_only  # type: ignore[method-assign]
+    ops_store.store.scripts.run = callers_only  # type: ignore[method-assign]
     with pytest.raises(ConnectionError):
         await journeys.handler.take(answer + facts, 0)
-    ops_store.store._scripts = real  # type: ignore[method-assign]
+    ops_store.store.scripts.run = real  # type: ignore[method-assign]
     await journeys.leftovers()
     await journeys.leftovers()
     figures = await journeys.figures("sales", 300)

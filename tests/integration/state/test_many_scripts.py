@@ -7,7 +7,7 @@ import os
 import time
 import uuid
 
-from stream.state import store as store_module
+from stream.state import scripts as store_module
 from stream.state.keys import KeySpace
 from stream.state.offers import OfferStore
 from stream.state.store import StateStore
