@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
-#: Seconds between updates, unless told otherwise: in place, as log lines.
+#: Seconds between updates unless told otherwise (replay and follow): in place, as log lines.
 IN_PLACE_SECONDS = 0.25
 LOG_SECONDS = 5.0
 
