@@ -41,18 +41,18 @@ from aiokafka.errors import KafkaError
 from stream.config import Settings
 from stream.ingest.kafka import ensure_topics, make_producer
 from stream.signals import run_until_signalled
-from stream.tools.queue_log import Skip
-from stream.tools.replay import (
+from stream.tools.lines import (
     Format,
     LineMapper,
     Pacer,
     Record,
     ReplayReport,
-    StatusLine,
     detect_format,
     line_mapper,
     produce_lines,
 )
+from stream.tools.queue_log import Skip
+from stream.tools.status import StatusLine
 
 #: Seconds between looks at a file with nothing new: how soon a line appears in Kafka.
 POLL_SECONDS = 0.2

@@ -23,8 +23,9 @@ from aiokafka.structs import ConsumerRecord
 from stream.config import Settings
 from stream.tools import replay
 from stream.tools.broker import EmbeddedBroker
+from stream.tools.lines import Pacer, event_time
 from stream.tools.queue_log import QueueLogMapper, Skip
-from stream.tools.replay import Pacer, Progress, replay_file
+from stream.tools.replay import Progress, replay_file
 
 SAMPLE = Path(__file__).parent.parent.parent / "data" / "queue_log.sample"
 ROOT = Path(__file__).parent.parent.parent.parent
@@ -330,4 +331,4 @@ def test_progress_logs_a_line_every_few_seconds_elsewhere() -> None:
     ],
 )
 def test_event_time(ts: object, expected: float | None) -> None:
-    assert replay.event_time({"ts": ts}) == expected
+    assert event_time({"ts": ts}) == expected

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from stream.tools.follow import Follower, FollowReport, FollowStatus
-from stream.tools.replay import line_mapper
+from stream.tools.lines import line_mapper
 
 
 class FakeProducer:
