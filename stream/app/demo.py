@@ -18,14 +18,11 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
-
 from stream.app.run import run_processor
 from stream.config import Policy, QueuePolicy, Settings
 from stream.errors import ConfigError
 from stream.signals import run_until_signalled
-from stream.state.client import connect_redis
+from stream.state.client import answers, delete_all
 from stream.state.keys import KeySpace
 from stream.tools import dialler, simulate
 from stream.tools.broker import EmbeddedBroker, EmbeddedRedis
@@ -47,27 +44,6 @@ SIMULATION = ["--queues", "sales,support,billing", "--agents", "45", "--arrival-
 POLICY = Policy(defaults=QueuePolicy(callback_hours="00:00-24:00", callback_wait_seconds=60))
 #: The simulated telephony side: how often a callback reaches the caller.
 DIALLER_ANSWER_RATE = 0.6
-
-
-async def _answers(url: str) -> bool:
-    client = aioredis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
-    try:
-        return bool(await client.ping())
-    except (RedisError, OSError):
-        return False
-    finally:
-        await client.aclose()
-
-
-async def _forget(url: str, keys: KeySpace) -> None:
-    """Delete the demo's keys from a Redis it borrowed."""
-    client = await connect_redis(url)
-    try:
-        batch = [key async for key in client.scan_iter(match=f"{keys.root}:*", count=1000)]
-        for start in range(0, len(batch), 1000):
-            await client.delete(*batch[start:start + 1000])
-    finally:
-        await client.aclose()
 
 
 def _banner(settings: Settings, borrowed_redis: bool) -> str:
@@ -118,7 +94,7 @@ async def run_demo(port: int, stop: asyncio.Event) -> None:
     base = Settings()
     with contextlib.ExitStack() as services:
         broker = services.enter_context(EmbeddedBroker())
-        borrowed = await _answers(base.redis_url)
+        borrowed = await answers(base.redis_url)
         if borrowed:
             redis_url = base.redis_url
         else:
@@ -159,7 +135,7 @@ async def run_demo(port: int, stop: asyncio.Event) -> None:
                 await processor
             finally:
                 if borrowed:
-                    await _forget(redis_url, KeySpace(settings.redis_prefix))
+                    await delete_all(redis_url, KeySpace(settings.redis_prefix))
 
 
 def _run(args: argparse.Namespace) -> int:

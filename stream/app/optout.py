@@ -13,34 +13,33 @@ from stream.errors import ConfigError, ServiceUnavailable
 from stream.parse.events import mask_caller, normalise_caller
 from stream.state.client import connect_redis
 from stream.state.keys import KeySpace
+from stream.state.optout import OptOutList
 from stream.urls import display_url
 
 
 async def _change(action: str, number: str | None) -> list[str]:
     settings = Settings()
-    key = KeySpace(settings.redis_prefix).optout
     try:
-        return await _change_in(settings.redis_url, key, action, number)
+        return await _change_in(settings.redis_url, KeySpace(settings.redis_prefix), action,
+                                number)
     except (RedisError, OSError) as exc:
         raise ServiceUnavailable(
             f"Redis does not answer at {display_url(settings.redis_url)} ({type(exc).__name__}: "
             f"{exc}); start it or check CALLSTREAM_REDIS_URL") from None
 
 
-async def _change_in(url: str, key: str, action: str, number: str | None) -> list[str]:
+async def _change_in(url: str, keys: KeySpace, action: str, number: str | None) -> list[str]:
     client = await connect_redis(url)
     try:
+        listed = OptOutList(client, keys)
         if action == "list":
-            return sorted(str(n) for n in await client.smembers(key))
+            return await listed.numbers()
         assert number is not None
         normalised = normalise_caller(number)
         if normalised is None:
             raise ConfigError(f"{number!r} is not a phone number: 1 to 20 digits, with "
                               f"+, spaces, -, . and ( ) allowed around them")
-        if action == "add":
-            await client.sadd(key, normalised)
-        else:
-            await client.srem(key, normalised)
+        await (listed.add if action == "add" else listed.remove)(normalised)
         return [normalised]
     finally:
         await client.aclose()

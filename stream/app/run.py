@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import ipaddress
 import logging
@@ -44,7 +43,6 @@ T = TypeVar("T")
 ATTEMPT_TIMEOUT_SECONDS = 10.0
 #: Open HTTP connections get this long to finish at shutdown.
 HTTP_SHUTDOWN_SECONDS = 1.0
-STALE_CHECK_SECONDS = 0.25
 
 
 class _Stopped(Exception):
@@ -129,17 +127,6 @@ async def _serve_http(app: web.Application, settings: Settings) -> web.AppRunner
     return runner
 
 
-async def _mark_stale(hub: SnapshotHub, health: Health, stop: asyncio.Event) -> None:
-    """The moment a dependency stops answering, the published snapshot says not ready, even
-    while the refresher waits on a Redis that hangs; the refresher's next snapshot (built
-    once Redis answers again) says ready again."""
-    while not stop.is_set():
-        if not health.ready and hub.snapshot.get("ready"):
-            hub.publish(hub.snapshot | {"ready": False})
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), STALE_CHECK_SECONDS)
-
-
 async def run_processor(settings: Settings, policy: Policy, stop: asyncio.Event,
                         health: Health | None = None) -> None:
     """Run until ``stop`` is set; then finish the batch in flight, commit and return.
@@ -181,7 +168,7 @@ async def run_processor(settings: Settings, policy: Policy, stop: asyncio.Event,
                                            "redis", health, stop, connect)
         probe, store = connected
         background = [asyncio.create_task(watch(health, "redis", probe.ping, stop)),
-                      asyncio.create_task(_mark_stale(hub, health, stop))]
+                      asyncio.create_task(hub.watch_liveness(stop))]
         try:
             kafka = Outage("Kafka", "CALLSTREAM_KAFKA_BOOTSTRAP", log)
             await _until_reachable(kafka, "kafka", health, stop,

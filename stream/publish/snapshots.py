@@ -104,7 +104,8 @@ class SnapshotRefresher:
             except (RedisError, OSError) as exc:
                 self.health.redis_ok = False
                 outage.failed(exc)
-                snapshot = self.hub.snapshot | {"ready": False}
-            self.hub.publish(snapshot)
+                self.hub.publish_not_ready()
+            else:
+                self.hub.publish(snapshot)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), REFRESH_SECONDS)

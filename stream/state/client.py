@@ -10,7 +10,9 @@ from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.connection import HiredisRespSerializer
+from redis.exceptions import RedisError
 
+from stream.state.keys import KeySpace
 from stream.urls import check_redis_url
 
 Redis = aioredis.Redis | aioredis.RedisCluster
@@ -80,3 +82,25 @@ async def connect_redis(url: str, *, decode_responses: bool = True) -> Redis:
         await client.aclose()
         raise
     return client
+
+
+async def answers(url: str, timeout: float = 1.0) -> bool:
+    """True when a Redis answers a PING at ``url`` within ``timeout`` seconds."""
+    client = aioredis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+    try:
+        return bool(await client.ping())
+    except (RedisError, OSError):
+        return False
+    finally:
+        await client.aclose()
+
+
+async def delete_all(url: str, keys: KeySpace) -> None:
+    """Delete every key under ``keys``' root (a demo leaving a Redis it borrowed)."""
+    client = await connect_redis(url)
+    try:
+        batch = [key async for key in client.scan_iter(match=f"{keys.root}:*", count=1000)]
+        for start in range(0, len(batch), 1000):
+            await client.delete(*batch[start:start + 1000])
+    finally:
+        await client.aclose()

@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from stream.state.optout import OptOutList
 from stream.state.store import BUCKET_TTL_EXTRA_S, StateStore
 
 #: The caller's side of an offer outlives the 24 h cap and any retries.
@@ -63,10 +64,7 @@ class OfferStore:
 
     async def opted_out(self, callers: list[str]) -> set[str]:
         """The callers of these who are on the opt-out list."""
-        if not callers:
-            return set()
-        flags = await self.store.client.smismember(self.keys.optout, callers)
-        return {caller for caller, flag in zip(callers, flags, strict=True) if flag}
+        return await OptOutList(self.store.client, self.keys).which(callers)
 
     async def reserve(self, asks: list[tuple[str, str, str, str, str]], now_ms: int,
                       caps: list[int]) -> list[str]:

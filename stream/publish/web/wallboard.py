@@ -15,7 +15,6 @@ import asyncio
 import json
 import math
 import re
-import time
 from collections.abc import Callable, Iterable, Mapping
 from importlib.resources import files
 from typing import Any
@@ -104,16 +103,13 @@ async def _stream(
     try:
         await response.prepare(request)
         await response.write(f"retry: {RECONNECT_MILLISECONDS}\n\n".encode())
-        sent_version, renewed_at = hub.version, time.monotonic()
-        message = sse_message(view(hub.snapshot))
+        sent_version = hub.version
+        message = sse_message(view(hub.shown(SNAPSHOT_STALE_SECONDS)))
         while not closing.is_set():
             await response.write(message)
-            if await hub.wait_newer(sent_version, HEARTBEAT_SECONDS) != sent_version:
-                sent_version, renewed_at = hub.version, time.monotonic()
-            snapshot = hub.snapshot  # read again: readiness can change without a new one
-            if time.monotonic() - renewed_at > SNAPSHOT_STALE_SECONDS:
-                snapshot = snapshot | {"ready": False}
-            message = sse_message(view(snapshot))
+            sent_version = await hub.wait_newer(sent_version, HEARTBEAT_SECONDS)
+            # read again: readiness and age change without a new snapshot
+            message = sse_message(view(hub.shown(SNAPSHOT_STALE_SECONDS)))
     except ConnectionResetError:
         pass  # the display went away; nothing to tell anyone
     return response
