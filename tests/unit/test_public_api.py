@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import subprocess
 import sys
@@ -126,3 +127,16 @@ def test_module_entry_point_help() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: callstream")
+
+
+PARTS = ("parse", "figures", "state", "ingest", "act", "publish", "app", "tools")
+
+
+@pytest.mark.parametrize("part", PARTS)
+def test_each_part_says_what_it_owns_and_exports_its_entry_points(part: str) -> None:
+    package = importlib.import_module(f"stream.{part}")
+    assert package.__doc__ and len(package.__doc__.split()) > 10
+    assert package.__all__ and len(set(package.__all__)) == len(package.__all__)
+    for name in package.__all__:
+        assert getattr(package, name, None) is not None or importlib.import_module(
+            f"stream.{part}.{name}"), name
