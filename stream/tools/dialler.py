@@ -24,9 +24,12 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from stream.config import Settings
+from stream.timefmt import rfc3339_of
+
 
 def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return rfc3339_of(datetime.now(UTC))
 
 
 async def dial(offer: dict[str, Any], answer_rate: float, ring_seconds: float) -> str:
@@ -82,11 +85,12 @@ async def run(bootstrap: str, answer_rate: float, offers_topic: str, cancels_top
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m stream.tools.dialler",
                                      description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--bootstrap", default="localhost:9092")
+    defaults = Settings.model_fields
+    parser.add_argument("--bootstrap", default=defaults["kafka_bootstrap"].default)
     parser.add_argument("--answer-rate", type=float, default=0.6)
-    parser.add_argument("--offers-topic", default="callback-offers")
-    parser.add_argument("--cancels-topic", default="callback-cancels")
-    parser.add_argument("--events-topic", default="call-events")
+    parser.add_argument("--offers-topic", default=defaults["topic_offers"].default)
+    parser.add_argument("--cancels-topic", default=defaults["topic_cancels"].default)
+    parser.add_argument("--events-topic", default=defaults["topic_events"].default)
     parser.add_argument("--stop-after", type=float, default=None,
                         help="seconds to run (default: until Ctrl-C)")
     args = parser.parse_args()

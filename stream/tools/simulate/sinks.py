@@ -18,6 +18,7 @@ from aiokafka.errors import KafkaError
 from stream.config import Settings
 from stream.errors import ServiceUnavailable
 from stream.ingest.kafka import ensure_topics, make_producer
+from stream.timefmt import rfc3339
 from stream.tools.sends import Sends
 from stream.tools.simulate.engine import timeline
 from stream.tools.simulate.model import Event, SimulationConfig
@@ -86,14 +87,8 @@ async def _paced(config: SimulationConfig, start: datetime, speed: float) -> Asy
         if delay > 0:
             await asyncio.sleep(delay)
         if speed != 1:
-            event["ts"] = format_ts(start_ms + round(offset / speed * 1000))
+            event["ts"] = rfc3339(start_ms + round(offset / speed * 1000))
         yield event
-
-
-def format_ts(epoch_ms: int) -> str:
-    """Unix milliseconds -> RFC 3339 UTC with milliseconds, ``2026-11-22T10:15:30.250Z``."""
-    seconds, millis = divmod(epoch_ms, 1000)
-    return f"{datetime.fromtimestamp(seconds, UTC):%Y-%m-%dT%H:%M:%S}.{millis:03d}Z"
 
 
 def _encode(event: Event) -> bytes:
