@@ -49,23 +49,18 @@ local function add(at, figure, amount)
   local field = int(math.floor(at / cfg.bucket_ms)) .. ':' .. figure
   counts[field] = (counts[field] or 0) + amount
 end
--- The miss this caller last had resolved here (as this call has changed it so far).
-local function resolved(caller)
-  local ts = done[caller]
+-- A caller's score in a zset, as this call has changed it so far (NONE: not there).
+local function score(cache, key, caller)
+  local ts = cache[caller]
   if ts == nil then
-    ts = tonumber(redis.call('ZSCORE', done_key, caller)) or NONE
-    done[caller] = ts
+    ts = tonumber(redis.call('ZSCORE', key, caller)) or NONE
+    cache[caller] = ts
   end
   return ts
 end
-local function open_miss(caller)
-  local ts = missed[caller]
-  if ts == nil then
-    ts = tonumber(redis.call('ZSCORE', missed_key, caller)) or NONE
-    missed[caller] = ts
-  end
-  return ts
-end
+-- The miss this caller last had resolved here, and the one still open.
+local function resolved(caller) return score(done, done_key, caller) end
+local function open_miss(caller) return score(missed, missed_key, caller) end
 
 -- The caller's last resolution here leaves the recovered or lost of the last day.
 local function take_back(caller, ts)
