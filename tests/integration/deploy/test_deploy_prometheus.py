@@ -28,7 +28,15 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from deploy_files import (
+
+from harness import (
+    InProcessProcessor,
+    produce,
+    queue_figures,
+    unique_settings,
+    wait_until,
+)
+from harness.deploy_files import (
     ALERTMANAGER_CONFIG,
     PROMETHEUS_CONFIG,
     alerting_rules,
@@ -42,14 +50,6 @@ from deploy_files import (
     substitute,
     variable_names,
     variables,
-)
-
-from harness import (
-    InProcessProcessor,
-    produce,
-    queue_figures,
-    unique_settings,
-    wait_until,
 )
 from stream.config import Settings
 from stream.ingest.kafka import make_producer
