@@ -16,6 +16,7 @@ from stream.state.store import StateStore
 
 #: The scripted histories start two hours ago, on a whole hour.
 START = (int(time.time()) // 3600) * 3600 * 1000 - 2 * 3600_000
+#: The alert watch of these tests goes by the events' times (the histories are in the past).
 SETTINGS = Settings(clock="event")
 
 
