@@ -14,11 +14,9 @@ from typing import Any
 
 import pytest
 from playwright.async_api import Page, expect
-from test_alerts import START, calls, open_store, spike_history
-from test_mqtt import needs_mosquitto, subscribed
-from test_wallboard_browser import browser, page  # noqa: F401  (fixtures)
 
 from harness import (
+    MQTT_URL,
     InProcessProcessor,
     ProcessorProcess,
     http_json,
@@ -28,6 +26,9 @@ from harness import (
     unique_settings,
     wait_until,
 )
+from harness.alerts import START, calls, open_store, spike_history
+from harness.centre import Centre
+from harness.mqtt import needs_mosquitto, subscribed
 from stream.act.alerts import CHANNEL, AlertWatch
 from stream.act.publish_once import ID_HEADER, OncePublisher
 from stream.config import Policy, Settings
@@ -67,8 +68,7 @@ async def firing(url: str, queue: str) -> float:
 async def test_an_episode_reaches_the_topic_mqtt_metrics_and_the_api(broker: EmbeddedBroker
                                                                      ) -> None:
     queue, quiet = f"sales-{uuid.uuid4().hex[:6]}", f"quiet-{uuid.uuid4().hex[:6]}"
-    settings = unique_settings(broker.bootstrap, clock="event",
-                               mqtt_url="mqtt://127.0.0.1:1883")
+    settings = unique_settings(broker.bootstrap, clock="event", mqtt_url=MQTT_URL)
     history = spike_history(queue) + calls(quiet, 0, 30, 160)
     async with subscribed(f"callstream/alerts/{queue}") as mqtt, \
             InProcessProcessor(settings) as processor:
@@ -132,8 +132,6 @@ async def test_a_message_sent_by_an_instance_that_died_before_confirming_is_not_
     producer = make_producer(settings)
     await producer.start()
     try:
-        from test_figures import Centre
-
         await Centre(store, Policy()).apply(*spike_history("sales"))
         now = START + SPIKE_END_S * 1000
         decided = await AlertWatch(settings, store, Policy(), None).evaluate(
@@ -159,7 +157,7 @@ async def test_a_message_sent_by_an_instance_that_died_before_confirming_is_not_
 
 @pytest.mark.browser
 async def test_the_wallboard_shows_a_firing_alert_in_words_until_it_resolves(
-    broker: EmbeddedBroker, page: Page,  # noqa: F811
+    broker: EmbeddedBroker, page: Page,
 ) -> None:
     settings = unique_settings(broker.bootstrap, clock="event")
     history = spike_history("sales") + calls("support", 0, 30, 160)

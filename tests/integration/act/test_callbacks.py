@@ -16,6 +16,9 @@ from zoneinfo import ZoneInfo
 import redis
 
 from harness import (
+    MQTT_HOST,
+    MQTT_PORT,
+    MQTT_URL,
     InProcessProcessor,
     ProcessorProcess,
     _event,
@@ -298,10 +301,9 @@ async def test_offers_also_go_to_mqtt(broker: EmbeddedBroker) -> None:
     import aiomqtt
 
     root = f"cs-{uuid.uuid4().hex[:8]}"
-    settings = unique_settings(broker.bootstrap, mqtt_url="mqtt://127.0.0.1:1883",
-                               mqtt_prefix=root)
+    settings = unique_settings(broker.bootstrap, mqtt_url=MQTT_URL, mqtt_prefix=root)
     now = int(time.time() * 1000)
-    async with aiomqtt.Client("127.0.0.1", 1883) as client:
+    async with aiomqtt.Client(MQTT_HOST, MQTT_PORT) as client:
         await client.subscribe(f"{root}/callbacks/#", qos=1)
         async with InProcessProcessor(settings, policy()):
             await produce(settings, [queued("q1", "mq", now - 20_000, "3312340002"),

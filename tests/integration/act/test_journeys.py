@@ -8,7 +8,6 @@ test can move "now" past the day a miss has to be recovered in.
 from __future__ import annotations
 
 import json
-import os
 import random
 import time
 import uuid
@@ -16,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from harness import REDIS_URL
+from harness.journeys import model, repeat_caller_stream
 from stream.act.journeys import JourneyHandler, declare_lost
 from stream.config import Policy
 from stream.figures.journeys import journey_figures
@@ -28,7 +29,6 @@ from stream.state.rows import CallerFact
 from stream.state.store import QueueRules, StateStore
 from stream.timefmt import rfc3339 as iso
 
-REDIS_URL = os.environ.get("CALLSTREAM_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 HOUR = 3600.0
 DAY = 24 * HOUR
 T0 = (int(time.time()) // 3600 - 24 * 5) * 3600 * 1000  # an hour boundary, five days ago
@@ -476,8 +476,6 @@ async def test_facts_relayed_late_and_out_of_order_change_nothing(journeys: Jour
                                                                   seed: int) -> None:
     """Some batches' facts stay in the outboxes (a crash before their relay) and reach
     the journeys later, after newer ones, as the janitor relays them: same figures."""
-    from test_journeys_e2e import model, repeat_caller_stream
-
     events, timeline = repeat_caller_stream(2400, seed=8, start_ms=T0 + round(DAY * 1000))
     expected = model(timeline)
     rng = random.Random(seed)

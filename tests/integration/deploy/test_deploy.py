@@ -26,7 +26,8 @@ from typing import Any
 
 import pytest
 import redis
-from deploy_files import (
+
+from harness.deploy_files import (
     ALERTMANAGER_CONFIG,
     COMPOSE,
     DASHBOARDS_DIR,
@@ -48,7 +49,6 @@ from deploy_files import (
     substitute,
     variables,
 )
-
 from stream.config import QueuePolicy, Settings
 from stream.tools.broker import free_port
 

@@ -28,7 +28,15 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from deploy_files import (
+
+from harness import (
+    InProcessProcessor,
+    produce,
+    queue_figures,
+    unique_settings,
+    wait_until,
+)
+from harness.deploy_files import (
     ALERTMANAGER_CONFIG,
     PROMETHEUS_CONFIG,
     alerting_rules,
@@ -43,17 +51,9 @@ from deploy_files import (
     variable_names,
     variables,
 )
-
-from harness import (
-    InProcessProcessor,
-    produce,
-    queue_figures,
-    unique_settings,
-    wait_until,
-)
 from stream.config import Settings
 from stream.ingest.kafka import make_producer
-from stream.publish.snapshots import iso
+from stream.timefmt import rfc3339 as iso
 from stream.tools.broker import EmbeddedBroker, free_port
 
 #: Families of the contract that the processor does not compute yet. A query that names

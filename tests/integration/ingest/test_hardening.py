@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import redis
-from test_agents import api_agents_as_recorded, simulated_centre
 
 from harness import (
     InProcessProcessor,
@@ -35,6 +34,7 @@ from harness import (
     unique_settings,
     wait_until,
 )
+from harness.agents import api_agents_as_recorded, simulated_centre
 from stream.tools.broker import EmbeddedBroker, free_port
 
 

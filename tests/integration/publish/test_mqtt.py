@@ -12,40 +12,28 @@ import json
 import logging
 import os
 import shutil
-import socket
 import ssl
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
 import pytest
 
+from harness import MQTT_HOST, MQTT_PORT, MQTT_URL
+from harness.mqtt import listening, needs_mosquitto, subscribed
 from stream.config import Settings
 from stream.errors import ConfigError
 from stream.publish.hub import SnapshotHub
 from stream.publish.mqtt import MqttPublisher, MqttTarget, parse_mqtt_url
 from stream.tools.broker import free_port
 
-HOST = "127.0.0.1"
-PORT = 1883
 MOSQUITTO = "/usr/sbin/mosquitto"
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((HOST, port)) == 0
-
-
-needs_mosquitto = pytest.mark.skipif(
-    not _listening(PORT), reason=f"no MQTT broker listens on {HOST}:{PORT}"
-)
 
 
 # --- URL parsing ------------------------------------------------------------------------------
@@ -153,54 +141,17 @@ async def running(publisher: MqttPublisher) -> AsyncIterator[None]:
         assert time.monotonic() - started < 1.0
 
 
-class Subscriber:
-    """A fresh MQTT client that records what it receives, with receive times."""
-
-    def __init__(self) -> None:
-        self.messages: list[tuple[float, aiomqtt.Message]] = []
-        self._arrived = asyncio.Event()
-
-    def on(self, topic: str) -> list[aiomqtt.Message]:
-        return [m for _, m in self.messages if m.topic.value == topic]
-
-    async def wait_for(self, topic: str, count: int = 1, timeout: float = 3.0) -> None:
-        async with asyncio.timeout(timeout):
-            while len(self.on(topic)) < count:
-                self._arrived.clear()
-                await self._arrived.wait()
-
-    async def _collect(self, client: aiomqtt.Client) -> None:
-        async for message in client.messages:
-            self.messages.append((time.monotonic(), message))
-            self._arrived.set()
-
-
-@asynccontextmanager
-async def subscribed(*topics: str, port: int = PORT) -> AsyncIterator[Subscriber]:
-    subscriber = Subscriber()
-    async with aiomqtt.Client(HOST, port) as client:
-        for topic in topics:
-            await client.subscribe(topic, qos=1)
-        task = asyncio.create_task(subscriber._collect(client))
-        try:
-            yield subscriber
-        finally:
-            task.cancel()
-            with suppress(asyncio.CancelledError):
-                await task
-
-
-async def clear_retained(queue_ids: list[str], port: int = PORT) -> None:
-    async with aiomqtt.Client(HOST, port) as client:
+async def clear_retained(queue_ids: list[str], port: int = MQTT_PORT) -> None:
+    async with aiomqtt.Client(MQTT_HOST, port) as client:
         for queue_id in queue_ids:
             await client.publish(f"callstream/wallboard/{queue_id}", b"", qos=1, retain=True)
 
 
-def publisher_for(hub: SnapshotHub, port: int = PORT, settings: Settings | None = None,
+def publisher_for(hub: SnapshotHub, port: int = MQTT_PORT, settings: Settings | None = None,
                   **options: Any) -> MqttPublisher:
     settings = settings or Settings()
-    return MqttPublisher(settings.model_copy(update={"mqtt_url": f"mqtt://{HOST}:{port}"}), hub,
-                         **options)
+    return MqttPublisher(settings.model_copy(update={"mqtt_url": f"mqtt://{MQTT_HOST}:{port}"}),
+                         hub, **options)
 
 
 def figures(message: aiomqtt.Message) -> dict[str, Any]:
@@ -312,7 +263,7 @@ async def test_stops_promptly_while_the_broker_does_not_answer() -> None:
         await reader.read()  # takes the CONNECT, never sends a CONNACK
         writer.close()
 
-    server = await asyncio.start_server(silent, HOST, 0)
+    server = await asyncio.start_server(silent, MQTT_HOST, 0)
     port = server.sockets[0].getsockname()[1]
     async with server, running(publisher_for(SnapshotHub(), port=port)):
         await asyncio.sleep(0.3)
@@ -333,7 +284,7 @@ class Mosquitto:
             [MOSQUITTO, "-p", str(self.port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         deadline = time.monotonic() + 5
-        while not _listening(self.port):
+        while not listening(self.port):
             assert self.process.poll() is None, "mosquitto exited at start"
             assert time.monotonic() < deadline, "mosquitto did not listen within 5 s"
             time.sleep(0.02)
@@ -391,8 +342,8 @@ def own_root() -> str:
     return f"t{uuid.uuid4().hex[:8]}/callstream"
 
 
-async def clear_topics(topics: list[str], port: int = PORT) -> None:
-    async with aiomqtt.Client(HOST, port) as client:
+async def clear_topics(topics: list[str], port: int = MQTT_PORT) -> None:
+    async with aiomqtt.Client(MQTT_HOST, port) as client:
         for topic in topics:
             await client.publish(topic, b"", qos=1, retain=True)
 
@@ -463,7 +414,7 @@ asyncio.run(main())
 async def test_the_last_will_says_offline_when_the_process_dies() -> None:
     root = own_root()
     status = f"{root}/status/edge-3"
-    child = subprocess.Popen([sys.executable, "-c", CHILD, f"mqtt://{HOST}:{PORT}", root])
+    child = subprocess.Popen([sys.executable, "-c", CHILD, MQTT_URL, root])
     try:
         async with subscribed(status) as live:
             await live.wait_for(status, timeout=10)
@@ -512,7 +463,7 @@ def tls_mosquitto(tmp_path: Path) -> Iterator[tuple[int, Path]]:
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 5
-        while not _listening(port):
+        while not listening(port):
             assert process.poll() is None, "mosquitto (TLS) exited at start"
             assert time.monotonic() < deadline
             time.sleep(0.02)
@@ -527,10 +478,10 @@ async def test_mqtts_with_the_operators_ca_file(tls_mosquitto: tuple[int, Path])
     (q,) = ids(1)
     hub = SnapshotHub()
     hub.publish(snapshot(queue(q, 5)))
-    settings = Settings(mqtt_url=f"mqtts://{HOST}:{port}", mqtt_cafile=str(ca))
+    settings = Settings(mqtt_url=f"mqtts://{MQTT_HOST}:{port}", mqtt_cafile=str(ca))
     context = ssl.create_default_context(cafile=str(ca))
     async with (running(MqttPublisher(settings, hub)),
-                aiomqtt.Client(HOST, port, tls_context=context) as client):
+                aiomqtt.Client(MQTT_HOST, port, tls_context=context) as client):
         await client.subscribe(f"callstream/wallboard/{q}", qos=1)
         async with asyncio.timeout(5):
             async for message in client.messages:
@@ -543,7 +494,7 @@ async def test_mqtts_without_the_ca_file_refuses_the_broker(
 ) -> None:
     port, _ = tls_mosquitto
     caplog.set_level(logging.INFO, logger="stream.publish.mqtt")
-    settings = Settings(mqtt_url=f"mqtts://{HOST}:{port}")
+    settings = Settings(mqtt_url=f"mqtts://{MQTT_HOST}:{port}")
     async with running(MqttPublisher(settings, SnapshotHub())):
         await asyncio.sleep(0.5)
     (lost,) = [r for r in caplog.records if "unreachable" in r.getMessage()]

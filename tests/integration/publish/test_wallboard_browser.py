@@ -13,7 +13,6 @@ import copy
 import json
 import os
 import re
-import shutil
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -24,7 +23,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 
 from stream.publish.hub import Snapshot, SnapshotHub
 from stream.publish.web.wallboard import (
@@ -38,7 +37,6 @@ from stream.publish.web.wallboard import (
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = shutil.which("chromium")
 SCREENSHOT = Path(__file__).resolve().parents[3] / "docs" / "wallboard.png"
 #: Looks like a caller number; it must never reach the page or its event stream.
 CALLER = "+441632960123"
@@ -190,29 +188,6 @@ class WallboardServer:
 
     def url(self, path: str = WALLBOARD_PATH, query: str = "") -> str:
         return f"http://127.0.0.1:{self.port}{path}{query}"
-
-
-@pytest.fixture(scope="session")
-async def browser() -> AsyncIterator[Browser]:
-    if CHROMIUM is None:
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-background-networking", "--disable-gpu"],
-        )
-        yield launched
-        await launched.close()
-
-
-@pytest.fixture
-async def page(browser: Browser) -> AsyncIterator[Page]:
-    context = await browser.new_context(
-        viewport={"width": 1600, "height": 900}, timezone_id="UTC", locale="en-GB"
-    )
-    opened = await context.new_page()
-    yield opened
-    await context.close()
 
 
 @pytest.fixture

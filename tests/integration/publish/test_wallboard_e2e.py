@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,6 +20,8 @@ import pytest
 from playwright.async_api import Locator, Page, async_playwright, expect
 
 from harness import (
+    CHROMIUM,
+    NO_CHROMIUM,
     ProcessorProcess,
     http_ok,
     http_status,
@@ -29,16 +30,14 @@ from harness import (
     unique_settings,
     wait_until,
 )
-from stream.publish.snapshots import iso
+from stream.timefmt import rfc3339 as iso
 from stream.tools.broker import EmbeddedBroker
 
-CHROMIUM = shutil.which("chromium")
 SCREENSHOT = Path(__file__).resolve().parents[3] / "docs" / "wallboard-live.png"
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(CHROMIUM is None,
-                       reason="Debian's chromium is not installed (apt-get install chromium)"),
+    pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM),
 ]
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
 from collections.abc import AsyncIterator
 
 import pytest
@@ -14,13 +13,13 @@ from aiohttp import web
 from playwright.async_api import async_playwright, expect
 from prometheus_client import CollectorRegistry
 
+from harness import CHROMIUM, NO_CHROMIUM
 from stream.health import Health
 from stream.publish.hub import SnapshotHub
 from stream.publish.web.app import build_app
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = shutil.which("chromium")
 TOKEN = "kiosk-s3cret"
 
 
@@ -50,7 +49,7 @@ async def base_url() -> AsyncIterator[str]:
 
 async def test_a_kiosk_opens_the_wallboard_with_the_token_once(base_url: str) -> None:
     if CHROMIUM is None:
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+        pytest.skip(NO_CHROMIUM)
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
             executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])

@@ -11,9 +11,6 @@ from pathlib import Path
 
 import pytest
 import redis
-from test_agents import api_agents_as_recorded, simulated_centre
-from test_journeys_e2e import all_journeys_match, cross_queue_stream, model, repeat_caller_stream
-from test_many_scripts import reserve_all
 
 from harness import (
     InProcessProcessor,
@@ -23,6 +20,14 @@ from harness import (
     unique_settings,
     wait_until,
 )
+from harness.agents import api_agents_as_recorded, simulated_centre
+from harness.journeys import (
+    all_journeys_match,
+    cross_queue_stream,
+    model,
+    repeat_caller_stream,
+)
+from harness.offers import reserve_all
 from stream.tools.broker import EmbeddedBroker, free_port, wait_for_port
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import InProcessProcessor, http_json, http_text, produce, unique_settings, wait_until
-from stream.publish.snapshots import iso
+from stream.timefmt import rfc3339 as iso
 from stream.tools.broker import EmbeddedBroker
 from stream.tools.replay import replay_file
 
