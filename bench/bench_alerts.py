@@ -19,9 +19,8 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
-from test_alerts import SETTINGS, START, calls, open_store
-from test_figures import Centre
-
+from harness.alerts import SETTINGS, START, calls, open_store
+from harness.centre import Centre
 from stream.act.alerts import AlertWatch
 from stream.config import Policy
 

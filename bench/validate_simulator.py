@@ -22,7 +22,7 @@ import time
 from functools import partial
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "unit"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "unit" / "tools"))
 
 from test_simulate import (
     SHORT_ABANDON_SECONDS,
