@@ -1,17 +1,24 @@
-"""Benchmark the core pipeline against tansu and a local Redis (run by hand, not in CI).
+"""Benchmark `callstream run` as it ships, every feature on (run by hand, not in CI).
 
     .venv/bin/python bench/bench_pipeline.py throughput [--calls 100000 --queues 50]
-        [--agents 500] [--core-only | --without-offers]
+        [--agents 500]
     .venv/bin/python bench/bench_pipeline.py latency [--rate 5000 --seconds 20]
     .venv/bin/python bench/bench_pipeline.py rss [--events 1000000]
 
-throughput: produce the events first, then time callstream's processor on them (first
-applied event to last) between two bare aiokafka drains of the topic, in the same run
-(the share is of the drains' mean: the VM's speed moves from minute to minute); and the
-CPU per event of Redis and of the processor, read around the processor's run.
-latency: produce at a fixed rate while the processor runs; Kafka record timestamp
-(producer side) to the moment the batch holding it was fetched, had its state applied in
-Redis (the figures), and was finished (facts relayed, offsets committed).
+Every mode runs the processor as `callstream run` wires it: journeys, callback offers
+(callback hours all day, so that offers are made whatever the hour), alerts, per-agent
+figures, the snapshot refresher, the janitor, and MQTT when Mosquitto answers on
+127.0.0.1:1883.
+
+throughput: produce the events first, then run `callstream run` as a child process on
+them, timed from the first batch Redis recorded as done (applied, relayed, offsets saved)
+to the last, between two bare aiokafka drains of the topic in the same run (the share is
+of the drains' mean: the VM's speed moves from minute to minute); and the CPU per event of
+Redis and of the processor over that time.
+latency: produce at a fixed rate while the processor runs (in this process, wired by
+`run_processor`); Kafka record timestamp (producer side) to the moment the batch holding it
+was fetched (Kafka's own delivery), had its state applied in Redis (the figures), and was
+finished (facts relayed, offsets committed).
 rss: a `callstream run` child process applies N events; its VmRSS at the end.
 
 --agents N: calls are answered by N agents, each of whom also sends agent.state busy at
@@ -27,10 +34,10 @@ import json
 import multiprocessing
 import os
 import random
-import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -40,19 +47,12 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
 from harness import ProcessorProcess, http_text, unique_settings
-from stream.act.callbacks import Callbacks
-from stream.act.journeys import JourneyHandler
-from stream.config import Policy, Settings
-from stream.figures.estimates import WaitEstimates
-from stream.figures.windows import bucket_windows
-from stream.health import Health
+from stream.app.run import run_processor
+from stream.config import Settings, load_policy
+from stream.ingest.checkpoint import Checkpoint
 from stream.ingest.consumer import Consumer
 from stream.ingest.kafka import all_topics, ensure_topics, make_producer
-from stream.publish.hub import SnapshotHub
-from stream.publish.metrics import build_registry
-from stream.state.journeys import JourneyStore
 from stream.state.keys import KeySpace
-from stream.state.store import StateStore
 from stream.timefmt import rfc3339 as iso
 from stream.tools.broker import EmbeddedBroker
 
@@ -126,112 +126,84 @@ async def bare_drain(settings: Settings, total: int) -> float:
     return total / elapsed
 
 
-class TimedConsumer(Consumer):
-    """The real consumer, noting when batches are finished (relayed and committed), and
-    with ``latency`` each event's latency (not in a throughput run: it costs a few
-    percent of the CPU per event)."""
-
-    def __init__(self, *args: Any, latency: bool = False) -> None:
-        super().__init__(*args)
-        self.applied = 0
-        self.first = self.last = 0.0
-        self.latency = latency
-        self.latencies: list[float] = []
-        self.fetch_latencies: list[float] = []
-        self.state_latencies: list[float] = []
-        if not latency:
-            return
-        apply_state = self.checkpoint.apply
-
-        async def timed_apply(batch: Any, *args: Any) -> Any:
-            results = await apply_state(batch, *args)
-            wall_ms = time.time() * 1000
-            self.state_latencies.extend(wall_ms - e.ts for e in batch.state.events)
-            return results
-
-        self.checkpoint.apply = timed_apply  # type: ignore[method-assign]
-
-    async def _prepare(self, records: list[Any]) -> Any:
-        if self.latency:
-            now_ms = time.time() * 1000
-            self.fetch_latencies.extend(now_ms - r.timestamp for r in records)
-        return await super()._prepare(records)
-
-    async def _finish(self, batch: Any, results: Any, stop: asyncio.Event) -> None:
-        await super()._finish(batch, results, stop)
-        now = time.perf_counter()
-        if not self.first:
-            self.first = now
-        self.last = now
-        self.applied += batch.size
-        if self.latency:
-            wall_ms = time.time() * 1000
-            self.latencies.extend(wall_ms - e.ts for e in batch.state.events)
+#: The policy of the benchmark: contract defaults, but callbacks all day.
+POLICY_TOML = '[defaults]\ncallback_hours = "00:00-24:00"\n'
 
 
-async def run_consumer(settings: Settings, until: int, core_only: bool = False,
-                       latency: bool = False, offers: bool = True) -> TimedConsumer:
-    store = await StateStore.connect(settings.redis_url, bucket_windows(settings.window_seconds),
-                                     KeySpace(settings.redis_prefix),
-                                     caller_facts=not core_only)
-    hub = SnapshotHub()
-    _, metrics = build_registry(hub)
-    # As `callstream run` wires it: journeys and callback offers take the caller facts,
-    # callback offers the attempts.
-    callbacks = [] if core_only or not offers else [
-        Callbacks(settings, Policy(), store, WaitEstimates())]
-    handlers: list[Any] = [] if core_only else [
-        JourneyHandler(JourneyStore(store), Policy()), *callbacks]
-    consumer = TimedConsumer(settings, Policy(), store, metrics, Health(), handlers,
-                             callbacks, latency=latency)
-    stop = asyncio.Event()
+def product_settings(bootstrap: str, policy_file: Path, **overrides: Any) -> Settings:
+    """Settings of a `callstream run` with every feature on."""
+    mqtt = "mqtt://127.0.0.1:1883" if _answers("127.0.0.1", 1883) else ""
+    return unique_settings(bootstrap, redis_url=REDIS_URL, policy_file=str(policy_file),
+                           mqtt_url=mqtt, **overrides)
 
-    async def watch() -> None:
-        while consumer.applied < until:
-            await asyncio.sleep(0.05)
-        stop.set()
 
-    await asyncio.gather(consumer.run(stop), watch())
-    await store.close()
-    return consumer
+def _answers(host: str, port: int) -> bool:
+    import socket
+
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex((host, port)) == 0
+
+
+async def done_count(client: aioredis.Redis, settings: Settings) -> int:
+    """Messages recorded as done by the processor (its checkpoint: last offset + 1 per
+    partition, every partition starting at 0)."""
+    key = KeySpace(settings.redis_prefix).checkpoint(settings.topic_events)
+    return sum(int(offset) + 1 for offset in (await client.hgetall(key)).values())
+
+
+def process_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def redis_cpu_seconds() -> float:
+    client = aioredis.Redis.from_url(REDIS_URL)
+    info = await client.info("cpu")
+    await client.aclose()
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
 
 
 async def throughput(args: argparse.Namespace) -> None:
     events = events_for(args.calls, args.queues, agents=args.agents)
-    with EmbeddedBroker() as broker:
-        settings = unique_settings(broker.bootstrap, redis_url=REDIS_URL)
+    with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as folder:
+        policy = Path(folder) / "policy.toml"
+        policy.write_text(POLICY_TOML)
+        settings = product_settings(broker.bootstrap, policy, kafka_start="earliest")
         await ensure_topics(settings, all_topics(settings))
         await produce_all(settings, events)
         drain_before = await bare_drain(settings, len(events))
-        cpu_before = await cpu_seconds()
-        consumer = await run_consumer(settings, len(events), args.core_only,
-                                      offers=not args.without_offers)
-        cpu_after = await cpu_seconds()
+        client = aioredis.Redis.from_url(REDIS_URL)
+        processor = await ProcessorProcess(settings).start()
+        pid = processor.process.pid
+        while not (first_done := await done_count(client, settings)):
+            await asyncio.sleep(0.005)
+        first, cpu_first = time.perf_counter(), (await redis_cpu_seconds(),
+                                                 process_cpu_seconds(pid))
+        while (done := await done_count(client, settings)) < len(events):
+            await asyncio.sleep(0.005)
+        last, cpu_last = time.perf_counter(), (await redis_cpu_seconds(),
+                                               process_cpu_seconds(pid))
+        processor.terminate()
+        await client.aclose()
         drain_after = await bare_drain(settings, len(events))
-    rate = len(events) / (consumer.last - consumer.first)
+    measured = done - first_done
+    rate = measured / (last - first)
     print(f"events: {len(events)} ({args.calls} calls, {args.queues} queues, "
-          f"{args.agents or 1} agent(s), 8 partitions)")
+          f"{args.agents or 1} agent(s), 8 partitions); MQTT "
+          f"{'on' if settings.mqtt_url else 'off (no Mosquitto on 127.0.0.1:1883)'}")
     # The VM's speed moves from minute to minute: the drain is timed before and after the
     # processor's run, and the share taken of their mean.
     drain_rate = (drain_before + drain_after) / 2
     print(f"bare aiokafka drain: {drain_rate:,.0f} events/s (before the processor "
           f"{drain_before:,.0f}, after it {drain_after:,.0f})")
-    print(f"callstream applied:  {rate:,.0f} events/s "
-          f"({rate / drain_rate:.1%} of the bare drain)")
-    redis_us, own_us = ((after - before) * 1e6 / len(events)
-                        for before, after in zip(cpu_before, cpu_after, strict=True))
+    print(f"callstream run:      {rate:,.0f} events/s "
+          f"({rate / drain_rate:.1%} of the bare drain; {measured} events after the first "
+          f"batch)")
+    redis_us, own_us = ((after - before) * 1e6 / measured
+                        for before, after in zip(cpu_first, cpu_last, strict=True))
     print(f"CPU per event: Redis {redis_us:.1f} µs (all its clients), "
-          f"callstream {own_us:.1f} µs")
-
-
-async def cpu_seconds() -> tuple[float, float]:
-    """CPU seconds used so far by the Redis server (INFO cpu) and by this process."""
-    client = aioredis.Redis.from_url(REDIS_URL)
-    info = await client.info("cpu")
-    await client.aclose()
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    return (float(info["used_cpu_sys"]) + float(info["used_cpu_user"]),
-            own.ru_utime + own.ru_stime)
+          f"callstream run {own_us:.1f} µs")
 
 
 async def paced_produce(settings: Settings, events: list[tuple[bytes, bytes]], rate: int
@@ -254,28 +226,75 @@ def _producer_process(settings: Settings, events: list[tuple[bytes, bytes]], rat
     asyncio.run(paced_produce(settings, events, rate))
 
 
+class Latencies:
+    """Each event's latency at the three points, noted by wrapping the consumer's steps
+    (a few percent of the CPU per event: not in a throughput run)."""
+
+    def __init__(self) -> None:
+        self.fetched: list[float] = []
+        self.applied: list[float] = []
+        self.finished: list[float] = []
+        self.count = 0
+
+    def wrap(self) -> None:
+        prepare, apply, finish = Consumer._prepare, Checkpoint.apply, Checkpoint.finish
+
+        async def timed_prepare(consumer: Consumer, records: list[Any]) -> Any:
+            now_ms = time.time() * 1000
+            self.fetched.extend(now_ms - r.timestamp for r in records)
+            return await prepare(consumer, records)
+
+        async def timed_apply(checkpoint: Checkpoint, batch: Any, *rest: Any) -> Any:
+            results = await apply(checkpoint, batch, *rest)
+            now_ms = time.time() * 1000
+            self.applied.extend(now_ms - e.ts for e in batch.state.events)
+            return results
+
+        async def timed_finish(checkpoint: Checkpoint, batch: Any) -> None:
+            await finish(checkpoint, batch)
+            now_ms = time.time() * 1000
+            self.finished.extend(now_ms - e.ts for e in batch.state.events)
+            self.count += batch.size
+
+        Consumer._prepare = timed_prepare  # type: ignore[method-assign]
+        Checkpoint.apply = timed_apply  # type: ignore[method-assign]
+        Checkpoint.finish = timed_finish  # type: ignore[method-assign]
+
+
 async def latency(args: argparse.Namespace) -> None:
     events = events_for(args.rate * args.seconds // 3 + 1, 50, seed=2)
     events = events[: args.rate * args.seconds]
-    with EmbeddedBroker() as broker:
-        settings = unique_settings(broker.bootstrap, redis_url=REDIS_URL, kafka_start="earliest")
+    seen = Latencies()
+    seen.wrap()
+    with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as folder:
+        policy_file = Path(folder) / "policy.toml"
+        policy_file.write_text(POLICY_TOML)
+        settings = product_settings(broker.bootstrap, policy_file, kafka_start="earliest")
         await ensure_topics(settings, all_topics(settings))
-        consuming = asyncio.create_task(run_consumer(settings, len(events), latency=True))
+        stop = asyncio.Event()
+        running = asyncio.create_task(
+            run_processor(settings, load_policy(str(policy_file)), stop))
         await asyncio.sleep(8)  # group join
         # The producer is a process of its own, as the telephony platform would be.
         producer = multiprocessing.get_context("spawn").Process(
             target=_producer_process, args=(settings, events, args.rate))
         producer.start()
-        consumer = await consuming
+        while seen.count < len(events):
+            await asyncio.sleep(0.1)
+        stop.set()
+        await running
         producer.join()
-    for name, values in (("produce -> fetched by callstream (Kafka)", consumer.fetch_latencies),
-                         ("produce -> state applied in Redis (the figures)",
-                          consumer.state_latencies),
+    quantiles = {}
+    for name, values in (("produce -> fetched by callstream (Kafka's delivery)", seen.fetched),
+                         ("produce -> state applied in Redis (the figures)", seen.applied),
                          ("produce -> facts relayed, offsets committed (end to end)",
-                          consumer.latencies)):
+                          seen.finished)):
         q = statistics.quantiles(values, n=100)
+        quantiles[name] = q
         print(f"{len(values)} events at {args.rate}/s, {name}: p50 {q[49]:.1f} ms, "
               f"p99 {q[98]:.1f} ms, max {max(values):.1f} ms")
+    fetched, applied = (q[98] for q in list(quantiles.values())[:2])
+    print(f"p99 state applied over Kafka's own delivery: {applied - fetched:.1f} ms")
 
 
 async def consumed(url: str) -> float:
@@ -311,10 +330,6 @@ def main() -> None:
     t = sub.add_parser("throughput")
     t.add_argument("--calls", type=int, default=100_000)
     t.add_argument("--queues", type=int, default=50)
-    t.add_argument("--core-only", action="store_true",
-                   help="the state step alone: no caller facts: no journeys, no callback offers")
-    t.add_argument("--without-offers", action="store_true",
-                   help="journeys on, callback offers off")
     t.add_argument("--agents", type=int, default=0)
     lat = sub.add_parser("latency")
     lat.add_argument("--rate", type=int, default=5000)

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
@@ -28,38 +24,15 @@ from harness.journeys import (
     repeat_caller_stream,
 )
 from harness.offers import reserve_all
-from stream.tools.broker import EmbeddedBroker, free_port, wait_for_port
+from harness.redis_servers import redis_cluster
+from stream.tools.broker import EmbeddedBroker
 
 
 @pytest.fixture
 def cluster() -> Iterator[list[int]]:
     """Three primaries of the test's own, all 16384 slots covered."""
-    directory = Path(tempfile.mkdtemp(prefix="callstream-cluster-"))
-    ports: list[int] = []
-    while len(ports) < 3:  # a node also listens on port + 10000 (its cluster bus)
-        if (port := free_port()) < 55000 and port + 10000 not in ports:
-            ports.append(port)
-    processes = []
-    for port in ports:
-        (directory / str(port)).mkdir()
-        processes.append(subprocess.Popen(
-            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled",
-             "yes", "--cluster-config-file", str(directory / str(port) / "nodes.conf"),
-             "--dir", str(directory / str(port)), "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        wait_for_port(port)
-    subprocess.run(["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports),
-                    "--cluster-replicas", "0", "--cluster-yes"],
-                   capture_output=True, check=True)
-    deadline = time.monotonic() + 10
-    while redis.Redis(port=ports[0]).execute_command("CLUSTER INFO")["cluster_state"] != "ok":
-        assert time.monotonic() < deadline, "the cluster did not come up"
-        time.sleep(0.1)
-    yield ports
-    for process in processes:
-        process.terminate()
-        process.wait()
-    shutil.rmtree(directory, ignore_errors=True)
+    with redis_cluster(3) as ports:
+        yield ports
 
 
 async def test_figures_are_exact_on_a_cluster(broker: EmbeddedBroker, cluster: list[int]
