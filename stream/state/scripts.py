@@ -35,6 +35,9 @@ NAMES = ("apply_queue", "apply_agents", "read_queue", "raise_clock", "admit", "f
 MANY = ("cb_reserve", "cb_release", "cb_emit", "cb_refuse")
 #: Calls per "many" script call on one Redis.
 MANY_PER_CALL = 100
+#: Script calls in flight at once on a Cluster: each holds a connection of its node's pool
+#: (redis-py's default: 100), and a batch's journeys can make thousands of calls.
+CLUSTER_CALLS_IN_FLIGHT = 64
 #: Lua helpers more than one script uses, each in ``lua/shared/<name>.lua``.
 SHARED_FUNCTIONS = ("ranked_member",)
 
@@ -155,12 +158,18 @@ class Scripts:
         return answers
 
     async def _send(self, calls: Sequence[ScriptCall], raise_on_error: bool) -> list[Any]:
-        """On a Cluster, which refuses scripts in pipelines, as concurrent calls instead."""
+        """On a Cluster, which refuses scripts in pipelines, as concurrent calls instead (a
+        bounded number at once)."""
         if isinstance(self.client, aioredis.RedisCluster):
-            replies = list(await asyncio.gather(
-                *(self.client.evalsha(self._shas[name], len(_keys(key)), *_keys(key), *args)
-                  for name, key, *args in calls),
-                return_exceptions=not raise_on_error))
+            cluster, gate = self.client, asyncio.Semaphore(CLUSTER_CALLS_IN_FLIGHT)
+
+            async def call(name: str, key: str | tuple[str, ...], *args: Any) -> Any:
+                async with gate:
+                    return await cluster.evalsha(self._shas[name], len(_keys(key)),
+                                                 *_keys(key), *args)
+
+            replies = list(await asyncio.gather(*(call(*each) for each in calls),
+                                                return_exceptions=not raise_on_error))
         else:
             pipe = self.client.pipeline(transaction=False)
             for name, key, *args in calls:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -25,6 +26,10 @@ from harness.journeys import (
 )
 from harness.offers import reserve_all
 from harness.redis_servers import redis_cluster
+from stream.figures.windows import bucket_windows
+from stream.state.keys import KeySpace
+from stream.state.offers import OfferStore
+from stream.state.store import StateStore
 from stream.tools.broker import EmbeddedBroker
 
 
@@ -83,3 +88,19 @@ async def test_many_small_script_calls_answer_in_order_on_a_cluster(cluster: lis
     """Callback reservations for 250 callers over the three nodes' slots, taken a slot's
     calls at a time: each answers as alone, in order."""
     await reserve_all(f"redis://127.0.0.1:{cluster[0]}")
+
+
+async def test_a_thousand_callers_slots_in_one_step_on_a_cluster(cluster: list[int]) -> None:
+    """A batch's callers spread over a thousand slots: a script call each, more than a
+    node's connection pool holds at once; every one is taken, none refused for want of a
+    connection (the pipeline would retry it for ever)."""
+    store = await StateStore.connect(f"redis://127.0.0.1:{cluster[0]}/0", bucket_windows([300]),
+                                     KeySpace(f"t{uuid.uuid4().hex[:8]}"))
+    try:
+        callers = [f"4420{n:07d}" for n in range(1000)]
+        answers = await OfferStore(store).reserve(
+            [(c, f"o-{c}", f"call-{c}", "q", "missed_call") for c in callers],
+            int(time.time() * 1000), [2] * len(callers))
+    finally:
+        await store.close()
+    assert answers == ["ok"] * len(callers)
