@@ -35,8 +35,9 @@ NAMES = ("apply_queue", "apply_agents", "read_queue", "raise_clock", "admit", "f
 MANY = ("cb_reserve", "cb_release", "cb_emit", "cb_refuse")
 #: Calls per "many" script call on one Redis.
 MANY_PER_CALL = 100
-#: Script calls in flight at once on a Cluster: each holds a connection of its node's pool
-#: (redis-py's default: 100), and a batch's journeys can make thousands of calls.
+#: Script calls in flight at once on a Cluster, by all of a client's users: each holds a
+#: connection of its node's pool (redis-py's default: 100), and a batch's journeys can
+#: make thousands of calls.
 CLUSTER_CALLS_IN_FLIGHT = 64
 #: Lua helpers more than one script uses, each in ``lua/shared/<name>.lua``.
 SHARED_FUNCTIONS = ("ranked_member",)
@@ -105,6 +106,8 @@ class Scripts:
         self._sources = sources()
         self._shas: dict[str, str] = {}
         self._loaded = False
+        #: shared by every caller of this client: the pool is too
+        self._in_flight = asyncio.Semaphore(CLUSTER_CALLS_IN_FLIGHT)
 
     @property
     def is_cluster(self) -> bool:
@@ -161,7 +164,7 @@ class Scripts:
         """On a Cluster, which refuses scripts in pipelines, as concurrent calls instead (a
         bounded number at once)."""
         if isinstance(self.client, aioredis.RedisCluster):
-            cluster, gate = self.client, asyncio.Semaphore(CLUSTER_CALLS_IN_FLIGHT)
+            cluster, gate = self.client, self._in_flight
 
             async def call(name: str, key: str | tuple[str, ...], *args: Any) -> Any:
                 async with gate:
