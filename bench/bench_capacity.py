@@ -148,6 +148,7 @@ def main() -> None:
                         help="processor counts to run, comma-separated (default: 1,2)")
     parser.add_argument("--hot-queue", action="store_true",
                         help="also run every call through one queue")
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # each round as it ends
     asyncio.run(main_async(parser.parse_args()))
 
 
