@@ -20,11 +20,11 @@ import redis.asyncio as aioredis
 from redis.crc import key_slot
 from redis.exceptions import NoScriptError, ResponseError
 
+from stream.state.client import Redis
 from stream.state.keys import SUFFIXES
 from stream.state.wire import dumps
 from stream.vocabulary import STAFFED_STATES
 
-Redis = aioredis.Redis | aioredis.RedisCluster
 NAMES = ("apply_queue", "apply_agents", "read_queue", "raise_clock", "admit", "forget",
          "sweep_queue", "sweep_agents", "claim_out", "done_out", "cb_due", "cb_reserve",
          "cb_release", "cb_emit", "cb_refuse", "cb_attempt", "cb_cancel", "read_agents",

@@ -22,6 +22,7 @@ from redis.exceptions import ResponseError
 
 from stream.config import TREND_WINDOW_SECONDS
 from stream.errors import CallstreamError
+from stream.state.client import Redis, connect_redis
 from stream.state.keys import KeySpace
 from stream.state.outgoing import Outgoing
 from stream.state.rows import AGENTS, CallerFact, StateBatch
@@ -29,7 +30,6 @@ from stream.state.scripts import Scripts
 from stream.state.wire import dumps
 
 log = logging.getLogger(__name__)
-Redis = aioredis.Redis | aioredis.RedisCluster
 #: An agent event's dedup mark lives in a hash per processing day for two days.
 DEDUP_TTL_S = 2 * 86400 + 3600
 #: A leg idle this long is forgotten (its late events then count as orphans). Its event
@@ -138,8 +138,6 @@ class StateStore:
     async def connect(cls, url: str, windows: list[tuple[int, int]], keys: KeySpace,
                       **options: Any) -> StateStore:
         """Connect to a Redis server or, when ``url`` names a Cluster node, the Cluster."""
-        from stream.state.client import connect_redis
-
         return cls(await connect_redis(url), windows, keys, **options)
 
     async def close(self) -> None:
