@@ -306,8 +306,10 @@ async def consumed(url: str) -> float:
 
 async def rss(args: argparse.Namespace) -> None:
     calls = args.events * 100 // 285
-    with EmbeddedBroker() as broker:
-        settings = unique_settings(broker.bootstrap, redis_url=REDIS_URL)
+    with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as folder:
+        policy = Path(folder) / "policy.toml"
+        policy.write_text(POLICY_TOML)
+        settings = product_settings(broker.bootstrap, policy)
         await ensure_topics(settings, all_topics(settings))
         processor = await ProcessorProcess(settings).start()
         for part in range(0, calls, 100_000):
