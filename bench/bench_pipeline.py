@@ -64,7 +64,8 @@ def events_for(calls: int, queues: int, seed: int = 1, agents: int = 0
     """~2.85 events per call: queued, then answered + ended (75%) or abandoned; with
     ``agents``, three agent.state events more per answered call."""
     rng = random.Random(seed)
-    start = int(time.time() * 1000) - 1800_000
+    # Every event in the past, however many calls (a ts past now + 5 min is refused).
+    start = int(time.time() * 1000) - max(1800_000, calls * 10 + 400_000)
     out: list[tuple[bytes, bytes]] = []
     for i in range(calls):
         queue = f"queue{i % queues}"
