@@ -2,120 +2,342 @@
 and how queue, caller and agent slots spread over the nodes (run by hand, not in CI).
 
     .venv/bin/python bench/bench_capacity.py [--calls 50000 --queues 50 --agents 500]
-        [--processors 1,2] [--hot-queue]
+        [--processors 1,2] [--hot-queue] [--utilisation 0.5]
 
 Starts a 3-primary Redis Cluster of its own (AOF ``everysec``, as production runs) and an
 embedded broker; produces the events of ``bench_pipeline.py`` (every call with a caller
-of its own); then, for each processor count, runs that many ``callstream run`` child
-processes in one consumer group, every feature on, on a fresh key root, and reports:
+of its own; with ``--agents``, three agent.state events per answered call, keyed by
+agent) to a topic of 8 partitions; then, for each processor count, starts that many
+``callstream run`` child processes at once in one consumer group, every feature on (MQTT
+when Mosquitto answers on 127.0.0.1:1883), on a fresh key root, and reports as the round
+ends:
 
-- events/s from the first batch recorded as done to the last (on 2 cores, two processors
-  share the cores: not a speed-up, the CPU per event is the figure);
-- Redis CPU per event on each node, and in all; processor CPU per event (all processors);
-- the keys each node holds, by kind (queue, caller, agents): how evenly the slots spread.
+- events/s between 10% and 90% of the events done (the pipeline full at both ends; on
+  2 cores, two processors share the cores with Redis and the broker: not a speed-up, the
+  CPU per event is the figure), and the events each processor consumed;
+- Redis CPU per event on each node (its main thread, the one that caps a node; the whole
+  process with its AOF threads beside it) and in all; processor CPU per event, per
+  processor and in all; each also without the fixed load's share;
+- the fixed load once the topic is drained (refresher, alerts, callback timer, janitor,
+  MQTT: CPU ms per second), in two halves to show it is steady;
+- per node: its slots, the queues, callers and agents tags it holds (with their keys, and
+  the keys under no tag), and the share of the call events whose queue it holds.
 
-``--hot-queue`` also runs every call through one queue: the CPU per event of the node that
-holds it caps that queue's rate (one queue is one slot, on one node's one thread).
-``docs/capacity.md`` is written from its output.
+``--hot-queue`` also runs every call through one queue, chosen on another node than the
+agents' slot, so that the three nodes hold: the queue and a third of the callers; the
+agents and a third of the callers; a third of the callers only. The differences give the
+Redis cost of the queue's slot per call event and of the agents' slot per agent event, so
+each slot's ceiling (one slot is one node's one thread); the processor's CPU per event
+gives the ceiling of the queue's one partition (a partition is one processor's at a time).
+
+At the end, from the first processor count's spread round: the capacities (events/s per
+processor core and per Redis node, at 100% and at ``--utilisation``), the fixed load per
+queue (with ``--hot-queue``) and a sizing table for 1k, 10k and 100k events/s.
+``docs/capacity.md`` is written from this output.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import math
+import re
 import sys
 import tempfile
 import time
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+from redis.crc import key_slot
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_pipeline import POLICY_TOML, events_for, process_cpu_seconds, produce_all
+from bench_pipeline import (
+    POLICY_TOML,
+    _answers,
+    consumed,
+    events_for,
+    process_cpu_seconds,
+    produce_all,
+)
 
 from harness import ProcessorProcess, unique_settings
 from harness.redis_servers import redis_cluster
-from stream.config import Settings
 from stream.ingest.kafka import all_topics, ensure_topics
 from stream.state.keys import KeySpace
-from stream.tools.broker import EmbeddedBroker
+from stream.tools.broker import EmbeddedBroker, free_port
 
-KINDS = {"queue": "{q:", "caller": "{c:", "agents": "{agents}"}
+PARTITIONS = 8  # ensure_topics' default, as deploy/ creates call-events
+IDLE_SECONDS = 10.0
+WINDOW = (0.1, 0.9)  # timed from 10% of the events done to 90%
+TAG = re.compile(rb"\{([^}]*)\}")
+CALLER = re.compile(rb'"caller": "\+?([0-9]+)"')
 
 
-def node_cpu(ports: list[int]) -> list[float]:
-    """CPU seconds each node has used so far."""
+def node_cpu(ports: list[int]) -> list[tuple[float, float]]:
+    """CPU seconds each node has used so far: (main thread, whole process)."""
     cpu = []
     for port in ports:
         info = redis.Redis(port=port).info("cpu")
-        cpu.append(float(info["used_cpu_sys"]) + float(info["used_cpu_user"]))
+        cpu.append((float(info["used_cpu_sys_main_thread"])
+                    + float(info["used_cpu_user_main_thread"]),
+                    float(info["used_cpu_sys"]) + float(info["used_cpu_user"])))
     return cpu
 
 
-def keys_by_kind(ports: list[int], root: str) -> list[dict[str, int]]:
-    """Per node: how many keys of each kind it holds under ``root``."""
-    spread = []
+def slot_owner(ports: list[int]) -> list[int]:
+    """Slot -> index in ``ports`` of the primary that serves it."""
+    owner = [-1] * 16384
+    for start, end, primary, *_ in redis.Redis(port=ports[0]).execute_command("CLUSTER SLOTS"):
+        for slot in range(int(start), int(end) + 1):
+            owner[slot] = ports.index(int(primary[1]))
+    return owner
+
+
+def slot_ranges(owner: list[int], node: int) -> str:
+    ranges, start = [], None
+    for slot in range(16385):
+        inside = slot < 16384 and owner[slot] == node
+        if inside and start is None:
+            start = slot
+        elif not inside and start is not None:
+            ranges.append(f"{start}-{slot - 1}")
+            start = None
+    return ",".join(ranges)
+
+
+def keyslot(tag: str) -> int:
+    """The Cluster slot of a hash tag's keys."""
+    return int(key_slot(f"{{{tag}}}".encode()))
+
+
+def spread(ports: list[int], root: str) -> list[dict[str, Any]]:
+    """Per node: the tags of each kind it holds under ``root`` and their keys."""
+    out = []
     for port in ports:
         client = redis.Redis(port=port)
-        counts = dict.fromkeys(KINDS, 0)
+        tags: dict[str, set[bytes]] = {"queue": set(), "caller": set(), "agents": set()}
+        keys = dict.fromkeys(["queue", "caller", "agents", "untagged"], 0)
         for key in client.scan_iter(match=f"{root}:*", count=10_000):
-            for kind, tag in KINDS.items():
-                if tag.encode() in key:
-                    counts[kind] += 1
-        spread.append(counts)
-    return spread
+            match = TAG.search(key)
+            tag = match.group(1) if match else b""
+            kind = ("queue" if tag.startswith(b"q:") else "caller" if tag.startswith(b"c:")
+                    else "agents" if tag == b"agents" else "untagged")
+            keys[kind] += 1
+            if kind != "untagged":
+                tags[kind].add(tag)
+        out.append({"tags": {kind: len(found) for kind, found in tags.items()}, "keys": keys})
+    return out
 
 
-async def done_count(client: aioredis.RedisCluster, settings: Settings) -> int:
-    key = KeySpace(settings.redis_prefix).checkpoint(settings.topic_events)
-    return sum(int(offset) + 1 for offset in (await client.hgetall(key)).values())
+async def done_count(client: aioredis.RedisCluster, root: str, topic: str) -> int:
+    """Messages recorded as done (the checkpoint: last offset + 1 per partition)."""
+    stored = await client.hgetall(KeySpace(root).checkpoint(topic))
+    return sum(int(offset) + 1 for offset in stored.values())
 
 
 async def run_round(bootstrap: str, ports: list[int], topic: str, total: int,
                     processors: int, policy: Path) -> dict[str, Any]:
     """``processors`` processors in one group on the topic, from its start to its end."""
+    mqtt = "mqtt://127.0.0.1:1883" if _answers("127.0.0.1", 1883) else ""
     base = unique_settings(bootstrap, redis_url=f"redis://127.0.0.1:{ports[0]}/0",
-                           policy_file=str(policy), kafka_start="earliest")
-    settings = [base.model_copy(update={"topic_events": topic, "http_port": base.http_port + i,
-                                        "instance": f"bench-{i}"})
+                           policy_file=str(policy), kafka_start="earliest",
+                           topic_events=topic, mqtt_url=mqtt)
+    settings = [base.model_copy(update={"http_port": free_port(), "instance": f"bench-{i}"})
                 for i in range(processors)]
     client = aioredis.RedisCluster(host="127.0.0.1", port=ports[0])
-    started = [await ProcessorProcess(s).start() for s in settings]
-    while not (first_done := await done_count(client, base)):
-        await asyncio.sleep(0.005)
-    first = time.perf_counter()
-    redis_first, own_first = node_cpu(ports), sum(process_cpu_seconds(p.process.pid)
-                                                  for p in started)
-    while (done := await done_count(client, base)) < total:
-        await asyncio.sleep(0.005)
-    last = time.perf_counter()
-    redis_last, own_last = node_cpu(ports), sum(process_cpu_seconds(p.process.pid)
-                                                for p in started)
+    root = base.redis_prefix
+    started = await asyncio.gather(*(ProcessorProcess(s).start() for s in settings))
+    pids = [p.process.pid for p in started]
+
+    def cpu() -> tuple[float, list[tuple[float, float]], list[float]]:
+        return (time.perf_counter(), node_cpu(ports),
+                [process_cpu_seconds(pid) for pid in pids])
+
+    async def until(at_least: int) -> int:
+        moved, still = -1, time.monotonic()
+        while (done := await done_count(client, root, topic)) < at_least:
+            if done != moved:
+                moved, still = done, time.monotonic()
+                print(f"\r  done {done:,}/{total:,}", end="", file=sys.stderr)
+            elif time.monotonic() - still > 60:
+                exits = [p.process.poll() for p in started]
+                raise RuntimeError(f"no progress for 60 s at {done}/{total}; exits {exits}")
+            await asyncio.sleep(0.005)
+        return done
+
+    # Timed between two moments with the pipeline full (10% and 90% done): the work in
+    # flight at either end is about the same, so the window holds its events' work.
+    done_from = await until(int(total * WINDOW[0]))
+    first = cpu()
+    done_to = await until(int(total * WINDOW[1]))
+    last = cpu()
+    await until(total)
+    print(file=sys.stderr)
+    # The fixed load with nothing to consume (refresher, alerts, callback timer, janitor,
+    # MQTT), in two halves to show it is steady.
+    await asyncio.sleep(1)
+    idle = [cpu()]
+    for _ in range(2):
+        await asyncio.sleep(IDLE_SECONDS / 2)
+        idle.append(cpu())
+    per_processor = [await consumed(p.url) for p in started]
     for processor in started:
         processor.terminate()
     await client.aclose()
-    measured = done - first_done
-    return {"processors": processors, "events": measured, "rate": measured / (last - first),
-            "node_us": [(b - a) * 1e6 / measured for a, b in zip(redis_first, redis_last,
-                                                                 strict=True)],
-            "own_us": (own_last - own_first) * 1e6 / measured,
-            "spread": keys_by_kind(ports, base.redis_prefix)}
+    events, seconds = done_to - done_from, last[0] - first[0]
+    halves = [([(b[0] - a[0]) * 1e3 / (t1 - t0) for a, b in zip(na, nb, strict=True)],
+               [(b - a) * 1e3 / (t1 - t0) for a, b in zip(oa, ob, strict=True)])
+              for (t0, na, oa), (t1, nb, ob) in pairwise(idle)]
+    fixed_node = [sum(h[0][n] for h in halves) / len(halves) for n in range(len(ports))]
+    fixed_own = [sum(h[1][n] for h in halves) / len(halves) for n in range(processors)]
+    node_us = [(b[0] - a[0]) * 1e6 / events for a, b in zip(first[1], last[1], strict=True)]
+    own_us = [(b - a) * 1e6 / events for a, b in zip(first[2], last[2], strict=True)]
+    return {"processors": processors, "events": events, "seconds": seconds,
+            "window": (done_from, done_to), "rate": events / seconds,
+            "consumed": per_processor, "node_us": node_us,
+            "node_process_us": [(b[1] - a[1]) * 1e6 / events
+                                for a, b in zip(first[1], last[1], strict=True)],
+            "own_us": own_us, "halves": halves, "fixed_node_ms": fixed_node,
+            "fixed_own_ms": fixed_own,
+            # per event without the fixed load's share of the window
+            "node_marginal_us": [us - ms * 1e3 * seconds / events
+                                 for us, ms in zip(node_us, fixed_node, strict=True)],
+            "own_marginal_us": [us - ms * 1e3 * seconds / events
+                                for us, ms in zip(own_us, fixed_own, strict=True)],
+            "spread": spread(ports, root)}
 
 
-def report(title: str, result: dict[str, Any]) -> None:
-    nodes = result["node_us"]
-    print(f"\n{title}: {result['processors']} processor(s), {result['events']:,} events, "
-          f"{result['rate']:,.0f} events/s")
-    print(f"  Redis CPU per event: {' / '.join(f'{us:.1f}' for us in nodes)} µs on the "
-          f"3 nodes, {sum(nodes):.1f} µs in all; busiest node {max(nodes):.1f} µs "
-          f"(caps the cluster at {1e6 / max(nodes):,.0f} events/s)")
-    print(f"  processor CPU per event: {result['own_us']:.1f} µs "
-          f"({1e6 / result['own_us']:,.0f} events/s per processor core)")
-    for n, counts in enumerate(result["spread"]):
-        print(f"  node {n + 1} keys: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
+def _sum(values: list[float], digits: int = 2) -> str:
+    joined = " + ".join(f"{v:.{digits}f}" for v in values)
+    return f"{joined} = {sum(values):.{digits}f}" if len(values) > 1 else joined
+
+
+def report(title: str, result: dict[str, Any], owner: list[int],
+           load: dict[str, Any]) -> None:
+    nodes, own = result["node_us"], result["own_us"]
+    print(f"\n{title}: {result['processors']} processor(s); {result['events']:,} events "
+          f"timed (done {result['window'][0]:,} to {result['window'][1]:,}) in "
+          f"{result['seconds']:.1f} s, {result['rate']:,.0f} events/s (everything shares 2 "
+          f"cores: not a capacity)")
+    print("  events consumed per processor (callstream_events_total; a rebalance's "
+          "re-reads count twice): " + ", ".join(f"{n:,.0f}" for n in result["consumed"]))
+    print(f"  Redis main thread CPU per event: {_sum(nodes)} µs on the 3 nodes (whole "
+          f"processes {_sum(result['node_process_us'])} µs); without the fixed load "
+          f"{_sum(result['node_marginal_us'])} µs; busiest node {max(nodes):.2f} µs, "
+          f"{max(nodes) / (sum(nodes) / 3):.2f} x the even share")
+    print(f"  processor CPU per event: {_sum(own)} µs; without the fixed load "
+          f"{_sum(result['own_marginal_us'])} µs")
+    halves = result["halves"]
+    print(f"  fixed load, drained ({IDLE_SECONDS:.0f} s in two halves): Redis main threads "
+          f"{_sum(result['fixed_node_ms'], 1)} ms/s (halves "
+          f"{', '.join(_sum(h[0], 1) for h in halves)}); processors "
+          f"{_sum(result['fixed_own_ms'], 1)} ms/s (halves "
+          f"{', '.join(_sum(h[1], 1) for h in halves)})")
+    for n, node in enumerate(result["spread"]):
+        tags, keys = node["tags"], node["keys"]
+        print(f"  node {n + 1} (slots {slot_ranges(owner, n)}): queues {tags['queue']:,} "
+              f"({keys['queue']:,} keys), callers {tags['caller']:,} ({keys['caller']:,} "
+              f"keys), agents {tags['agents']} ({keys['agents']} keys), untagged keys "
+              f"{keys['untagged']}; {load['shares'][n]:.1%} of the call events")
+    held = {kind: sum(node["tags"][kind] for node in result["spread"])
+            for kind in ("queue", "caller", "agents")}
+    print(f"  tags held in all: queues {held['queue']:,} of {load['queues']:,}, callers "
+          f"{held['caller']:,} of {load['callers']:,}, agents {held['agents']} of 1")
+
+
+def load_facts(events: list[tuple[bytes, bytes]], owner: list[int]) -> dict[str, Any]:
+    """The load's queues and callers, and per node the share of the call events (not
+    agent.state) whose queue it holds."""
+    counts = [0, 0, 0]
+    queues, callers = set(), set()
+    for key, value in events:
+        if b'"agent.state"' in value:
+            continue
+        queues.add(key)
+        counts[owner[keyslot(f"q:{key.decode()}")]] += 1
+        if (caller := CALLER.search(value)) is not None:
+            callers.add(caller.group(1))
+    return {"shares": [c / sum(counts) for c in counts], "queues": len(queues),
+            "callers": len(callers)}
+
+
+def hot_figures(result: dict[str, Any], events: list[tuple[bytes, bytes]], hot: int,
+                agents: int, utilisation: float) -> None:
+    """The slots' costs from the differences between the three nodes of the hot run (per
+    event without the fixed load)."""
+    nodes = result["node_marginal_us"]
+    rest = ({0, 1, 2} - {hot, agents}).pop()
+    n_agent = sum(1 for _, value in events if b'"agent.state"' in value)
+    n_call = len(events) - n_agent
+    queue_us = (nodes[hot] - nodes[rest]) * len(events) / n_call
+    agents_us = (nodes[agents] - nodes[rest]) * len(events) / n_agent if n_agent else 0.0
+    callers_us = nodes[rest] * 3 * len(events) / n_call
+    own = sum(result["own_marginal_us"])
+    print(f"  without the fixed load: the queue's node is node {hot + 1}, the agents' node "
+          f"{agents + 1}, node {rest + 1} holds callers only; {n_call:,} call events, "
+          f"{n_agent:,} agent events")
+    print(f"  the queue's slot: ({nodes[hot]:.2f} - {nodes[rest]:.2f}) µs per event = "
+          f"{queue_us:.2f} µs per call event: one queue tops out at "
+          f"{1e6 / queue_us:,.0f} call events/s on a node's thread of its own at 100% "
+          f"({1e6 * utilisation / queue_us:,.0f} at {utilisation:.0%})")
+    if n_agent:
+        print(f"  the agents' slot: ({nodes[agents]:.2f} - {nodes[rest]:.2f}) µs per event = "
+              f"{agents_us:.2f} µs per agent.state event: all agents together top out at "
+              f"{1e6 / agents_us:,.0f} agent events/s at 100% "
+              f"({1e6 * utilisation / agents_us:,.0f} at {utilisation:.0%})")
+    print(f"  callers (journeys, offers; spread by hash): {callers_us:.2f} µs per call event "
+          f"over all nodes (node {rest + 1}'s {nodes[rest]:.2f} µs per event, times 3, per "
+          f"call event)")
+    print(f"  the queue's one partition is one processor's: {own:.2f} µs per event, so "
+          f"{1e6 / own:,.0f} events/s at 100% of a core ({1e6 * utilisation / own:,.0f} at "
+          f"{utilisation:.0%})")
+
+
+def sizing(spread_round: dict[str, Any], hot_round: dict[str, Any] | None, queues: int,
+           agents: int, utilisation: float) -> None:
+    r = spread_round
+    own, redis_all = sum(r["own_marginal_us"]), sum(r["node_marginal_us"])
+    fixed_own = sum(r["fixed_own_ms"]) / r["processors"] / 1e3  # a core's share, per processor
+    fixed_redis = sum(r["fixed_node_ms"]) / r["processors"] / 1e3  # node threads, per processor
+    print(f"\ncapacities (the spread round with {r['processors']} processor(s): "
+          f"{queues} queues, {agents} agents):")
+    print(f"  per event without the fixed load: processor {own:.2f} µs, Redis {redis_all:.2f} "
+          f"µs (all nodes); fixed load per processor: {fixed_own * 1e3:.0f} ms/s of its "
+          f"core, {fixed_redis * 1e3:.0f} ms/s of Redis threads (all nodes)")
+    print(f"  one processor core: 1e6 / {own:.2f} µs = {1e6 / own:,.0f} events/s at 100%; "
+          f"planned at {utilisation:.0%} less the fixed load: ({utilisation:.2f} - "
+          f"{fixed_own:.3f}) x 1e6 / {own:.2f} = {(utilisation - fixed_own) * 1e6 / own:,.0f}"
+          f" events/s")
+    print(f"  one Redis node's thread, load spread evenly: 1e6 / {redis_all:.2f} µs = "
+          f"{1e6 / redis_all:,.0f} events/s at 100%, {utilisation * 1e6 / redis_all:,.0f} at "
+          f"{utilisation:.0%}, less {fixed_redis * 1e3:.0f} ms/s per processor (a single "
+          f"Redis, no Cluster, the same)")
+    if hot_round is not None and queues > 1:
+        per_queue_own = (r["fixed_own_ms"][0] - hot_round["fixed_own_ms"][0]) / (queues - 1)
+        per_queue_redis = (sum(r["fixed_node_ms"]) / r["processors"]
+                           - sum(hot_round["fixed_node_ms"])) / (queues - 1)
+        print(f"  the fixed load grows with the queues: (spread - hot queue) / {queues - 1} = "
+              f"{per_queue_own:.2f} ms/s of a processor core and {per_queue_redis:.2f} ms/s "
+              f"of Redis per queue and processor; 1,000 queues: "
+              f"{per_queue_own * 1000:,.0f} ms/s and {per_queue_redis * 1000:,.0f} ms/s")
+    print(f"  sizing at {utilisation:.0%} for {queues} queues and {agents} agents (processors: "
+          f"one core each, at least 2 so that one can fail; Redis: 1 if one thread at "
+          f"{utilisation:.0%} is enough, else a Cluster of at least 3 primaries; partitions: "
+          f"the first of 12, 24, 48, 96 that is at least 4 x the processors):")
+    print("  | events/s | processor cores busy | processors | Redis threads busy "
+          "| Redis primaries | partitions |")
+    for rate in (1_000, 10_000, 100_000):
+        processors = max(2, math.ceil(rate * own / 1e6 / (utilisation - fixed_own)))
+        cores = rate * own / 1e6 + processors * fixed_own
+        threads = rate * redis_all / 1e6 + processors * fixed_redis
+        primaries = 1 if threads <= utilisation else max(3, math.ceil(threads / utilisation))
+        partitions = next(p for p in (12, 24, 48, 96) if p >= 4 * processors)
+        print(f"  | {rate:,} | {cores:.2f} | {processors} | {threads:.2f} | {primaries} "
+              f"| {partitions} |")
 
 
 async def main_async(args: argparse.Namespace) -> None:
@@ -124,18 +346,43 @@ async def main_async(args: argparse.Namespace) -> None:
             redis_cluster(3, "--appendonly", "yes", "--appendfsync", "everysec") as ports:
         policy = Path(folder) / "policy.toml"
         policy.write_text(POLICY_TOML)
-        loads = [("spread", events_for(args.calls, args.queues, agents=args.agents))]
+        owner = slot_owner(ports)
+        agents_node = owner[keyslot("agents")]
+        print(f"Redis Cluster of 3 primaries (AOF everysec) on ports {ports}; broker "
+              f"{broker.bootstrap}; {PARTITIONS} partitions; MQTT "
+              f"{'on' if _answers('127.0.0.1', 1883) else 'off'}; the agents' slot "
+              f"{keyslot('agents')} is on node {agents_node + 1}")
+        loads: list[tuple[str, list[tuple[bytes, bytes]], str | None]] = [
+            ("spread", events_for(args.calls, args.queues, agents=args.agents), None)]
         if args.hot_queue:
-            loads.append(("hot queue", events_for(args.calls, 1, seed=3, agents=args.agents)))
-        for name, events in loads:
+            # The hot queue on another node than the agents: their costs come apart.
+            name = next(f"queue{n}" for n in range(1000)
+                        if owner[keyslot(f"q:queue{n}")] != agents_node)
+            hot = [(name.encode() if key == b"queue0" else key,
+                    value.replace(b'"queue0"', f'"{name}"'.encode()))
+                   for key, value in events_for(args.calls, 1, seed=3, agents=args.agents)]
+            loads.append(("hot queue", hot, name))
+        first_spread = hot_round = None
+        for title, events, hot_name in loads:
             settings = unique_settings(broker.bootstrap)
-            await ensure_topics(settings, all_topics(settings))
+            await ensure_topics(settings, all_topics(settings), partitions=PARTITIONS)
             await produce_all(settings, events)
-            for processors in rounds if name == "spread" else [1]:
+            facts = load_facts(events, owner)
+            for processors in rounds if hot_name is None else [1]:
                 result = await run_round(broker.bootstrap, ports, settings.topic_events,
                                          len(events), processors, policy)
-                report(f"{name} ({args.queues if name == 'spread' else 1} queues, "
-                       f"{args.agents or 1} agents)", result)
+                what = (f"{args.queues} queues" if hot_name is None
+                        else f"1 queue, {hot_name} (slot {keyslot('q:' + hot_name)})")
+                report(f"{title} ({len(events):,} events, {args.calls:,} calls, {what}, "
+                       f"{args.agents or 1} agents)", result, owner, facts)
+                if hot_name is None:
+                    first_spread = first_spread or result
+                else:
+                    hot_round = result
+                    hot_figures(result, events, owner[keyslot("q:" + hot_name)],
+                                agents_node, args.utilisation)
+        if first_spread:
+            sizing(first_spread, hot_round, args.queues, args.agents, args.utilisation)
 
 
 def main() -> None:
@@ -148,6 +395,9 @@ def main() -> None:
                         help="processor counts to run, comma-separated (default: 1,2)")
     parser.add_argument("--hot-queue", action="store_true",
                         help="also run every call through one queue")
+    parser.add_argument("--utilisation", type=float, default=0.5,
+                        help="the share of a core or a node's thread to plan for "
+                             "(default: 0.5)")
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # each round as it ends
     asyncio.run(main_async(parser.parse_args()))
 
