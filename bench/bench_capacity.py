@@ -2,7 +2,7 @@
 and how queue, caller and agent slots spread over the nodes (run by hand, not in CI).
 
     .venv/bin/python bench/bench_capacity.py [--calls 50000 --queues 50 --agents 500]
-        [--processors 1,2] [--hot-queue] [--utilisation 0.5]
+        [--processors 1,2] [--hot-queue] [--single] [--utilisation 0.5]
 
 Starts a 3-primary Redis Cluster of its own (AOF ``everysec``, as production runs) and an
 embedded broker; produces the events of ``bench_pipeline.py`` (every call with a caller
@@ -20,8 +20,12 @@ ends:
   processor and in all; each also without the fixed load's share;
 - the fixed load once the topic is drained (refresher, alerts, callback timer, janitor,
   MQTT: CPU ms per second), in two halves to show it is steady;
-- per node: its slots, the queues, callers and agents tags it holds (with their keys, and
-  the keys under no tag), and the share of the call events whose queue it holds.
+- per node: its slots, the queue, caller and agents tags it holds (with their keys and
+  memory, and the keys under no tag), and the share of the call events whose queue it holds.
+
+``--single`` also runs one processor on the same topic against a single Redis (AOF
+``everysec``, no Cluster): on one Redis a batch's callers go 100 to a script call in one
+pipeline, on a Cluster one script call per caller's slot.
 
 ``--hot-queue`` also runs every call through one queue, chosen on another node than the
 agents' slot, so that the three nodes hold: the queue and a third of the callers; the
@@ -29,11 +33,12 @@ agents and a third of the callers; a third of the callers only. The differences 
 Redis cost of the queue's slot per call event and of the agents' slot per agent event, so
 each slot's ceiling (one slot is one node's one thread); the processor's CPU per event
 gives the ceiling of the queue's one partition (a partition is one processor's at a time).
+Those slot costs then predict each node of the spread round, as a check.
 
-At the end, from the first processor count's spread round: the capacities (events/s per
-processor core and per Redis node, at 100% and at ``--utilisation``), the fixed load per
-queue (with ``--hot-queue``) and a sizing table for 1k, 10k and 100k events/s.
-``docs/capacity.md`` is written from this output.
+At the end, from the first processor count's spread round (and the single Redis's): the
+capacities (events/s per processor core and per Redis node, at 100% and at
+``--utilisation``), the fixed load per queue (with ``--hot-queue``) and a sizing table for
+1k, 10k and 100k events/s. ``docs/capacity.md`` is written from this output.
 """
 
 from __future__ import annotations
@@ -65,7 +70,7 @@ from bench_pipeline import (
 )
 
 from harness import ProcessorProcess, unique_settings
-from harness.redis_servers import redis_cluster
+from harness.redis_servers import redis_cluster, start_redis
 from stream.ingest.kafka import all_topics, ensure_topics
 from stream.state.keys import KeySpace
 from stream.tools.broker import EmbeddedBroker, free_port
@@ -73,8 +78,11 @@ from stream.tools.broker import EmbeddedBroker, free_port
 PARTITIONS = 8  # ensure_topics' default, as deploy/ creates call-events
 IDLE_SECONDS = 10.0
 WINDOW = (0.1, 0.9)  # timed from 10% of the events done to 90%
+AOF = ("--appendonly", "yes", "--appendfsync", "everysec")
+KINDS = ("queue", "caller", "agents", "untagged")
 TAG = re.compile(rb"\{([^}]*)\}")
 CALLER = re.compile(rb'"caller": "\+?([0-9]+)"')
+MIB = 1024 * 1024
 
 
 def node_cpu(ports: list[int]) -> list[tuple[float, float]]:
@@ -91,7 +99,8 @@ def node_cpu(ports: list[int]) -> list[tuple[float, float]]:
 def slot_owner(ports: list[int]) -> list[int]:
     """Slot -> index in ``ports`` of the primary that serves it."""
     owner = [-1] * 16384
-    for start, end, primary, *_ in redis.Redis(port=ports[0]).execute_command("CLUSTER SLOTS"):
+    reply = redis.Redis(port=ports[0]).execute_command("CLUSTER SLOTS")  # type: ignore[no-untyped-call]
+    for start, end, primary, *_ in reply:
         for slot in range(int(start), int(end) + 1):
             owner[slot] = ports.index(int(primary[1]))
     return owner
@@ -115,25 +124,34 @@ def keyslot(tag: str) -> int:
 
 
 def spread(ports: list[int], root: str) -> list[dict[str, Any]]:
-    """Per node: the tags of each kind it holds under ``root`` and their keys."""
+    """Per node: the tags of each kind it holds under ``root``, their keys and memory."""
     out = []
     for port in ports:
         client = redis.Redis(port=port)
         tags: dict[str, set[bytes]] = {"queue": set(), "caller": set(), "agents": set()}
-        keys = dict.fromkeys(["queue", "caller", "agents", "untagged"], 0)
+        keys, memory = dict.fromkeys(KINDS, 0), dict.fromkeys(KINDS, 0)
+        found = []
         for key in client.scan_iter(match=f"{root}:*", count=10_000):
             match = TAG.search(key)
             tag = match.group(1) if match else b""
             kind = ("queue" if tag.startswith(b"q:") else "caller" if tag.startswith(b"c:")
                     else "agents" if tag == b"agents" else "untagged")
             keys[kind] += 1
+            found.append((kind, key))
             if kind != "untagged":
                 tags[kind].add(tag)
-        out.append({"tags": {kind: len(found) for kind, found in tags.items()}, "keys": keys})
+        pipe = client.pipeline(transaction=False)
+        for _, key in found:
+            pipe.memory_usage(key)
+        for (kind, _), used in zip(found, pipe.execute(), strict=True):
+            memory[kind] += used or 0
+        out.append({"tags": {kind: len(held) for kind, held in tags.items()}, "keys": keys,
+                    "memory": memory})
     return out
 
 
-async def done_count(client: aioredis.RedisCluster, root: str, topic: str) -> int:
+async def done_count(client: aioredis.Redis | aioredis.RedisCluster, root: str,
+                     topic: str) -> int:
     """Messages recorded as done (the checkpoint: last offset + 1 per partition)."""
     stored = await client.hgetall(KeySpace(root).checkpoint(topic))
     return sum(int(offset) + 1 for offset in stored.values())
@@ -141,14 +159,17 @@ async def done_count(client: aioredis.RedisCluster, root: str, topic: str) -> in
 
 async def run_round(bootstrap: str, ports: list[int], topic: str, total: int,
                     processors: int, policy: Path) -> dict[str, Any]:
-    """``processors`` processors in one group on the topic, from its start to its end."""
+    """``processors`` processors in one group on the topic, from its start to its end, on
+    the Redis Cluster of ``ports`` (or the single Redis, one port)."""
     mqtt = "mqtt://127.0.0.1:1883" if _answers("127.0.0.1", 1883) else ""
     base = unique_settings(bootstrap, redis_url=f"redis://127.0.0.1:{ports[0]}/0",
                            policy_file=str(policy), kafka_start="earliest",
                            topic_events=topic, mqtt_url=mqtt)
     settings = [base.model_copy(update={"http_port": free_port(), "instance": f"bench-{i}"})
                 for i in range(processors)]
-    client = aioredis.RedisCluster(host="127.0.0.1", port=ports[0])
+    client: aioredis.Redis | aioredis.RedisCluster = (
+        aioredis.RedisCluster(host="127.0.0.1", port=ports[0]) if len(ports) > 1
+        else aioredis.Redis(port=ports[0]))
     root = base.redis_prefix
     started = await asyncio.gather(*(ProcessorProcess(s).start() for s in settings))
     pids = [p.process.pid for p in started]
@@ -216,19 +237,40 @@ def _sum(values: list[float], digits: int = 2) -> str:
     return f"{joined} = {sum(values):.{digits}f}" if len(values) > 1 else joined
 
 
-def report(title: str, result: dict[str, Any], owner: list[int],
+def load_facts(events: list[tuple[bytes, bytes]], owner: list[int]) -> dict[str, Any]:
+    """The load's queues, callers and events by kind, and per Cluster node the share of
+    the call events (not agent.state) whose queue it holds."""
+    counts = [0, 0, 0]
+    queues, callers = set(), set()
+    agent_events = 0
+    for key, value in events:
+        if b'"agent.state"' in value:
+            agent_events += 1
+            continue
+        queues.add(key)
+        counts[owner[keyslot(f"q:{key.decode()}")]] += 1
+        if (caller := CALLER.search(value)) is not None:
+            callers.add(caller.group(1))
+    return {"shares": [c / sum(counts) for c in counts], "queues": len(queues),
+            "callers": len(callers), "events": len(events), "agent_events": agent_events,
+            "call_events": len(events) - agent_events}
+
+
+def report(title: str, result: dict[str, Any], owner: list[int] | None,
            load: dict[str, Any]) -> None:
     nodes, own = result["node_us"], result["own_us"]
+    where = "on the 3 nodes" if owner else "on the single Redis"
     print(f"\n{title}: {result['processors']} processor(s); {result['events']:,} events "
           f"timed (done {result['window'][0]:,} to {result['window'][1]:,}) in "
           f"{result['seconds']:.1f} s, {result['rate']:,.0f} events/s (everything shares 2 "
           f"cores: not a capacity)")
     print("  events consumed per processor (callstream_events_total; a rebalance's "
           "re-reads count twice): " + ", ".join(f"{n:,.0f}" for n in result["consumed"]))
-    print(f"  Redis main thread CPU per event: {_sum(nodes)} µs on the 3 nodes (whole "
+    print(f"  Redis main thread CPU per event: {_sum(nodes)} µs {where} (whole "
           f"processes {_sum(result['node_process_us'])} µs); without the fixed load "
-          f"{_sum(result['node_marginal_us'])} µs; busiest node {max(nodes):.2f} µs, "
-          f"{max(nodes) / (sum(nodes) / 3):.2f} x the even share")
+          f"{_sum(result['node_marginal_us'])} µs"
+          + (f"; busiest node {max(nodes):.2f} µs, {max(nodes) / (sum(nodes) / 3):.2f} x "
+             f"the even share" if owner else ""))
     print(f"  processor CPU per event: {_sum(own)} µs; without the fixed load "
           f"{_sum(result['own_marginal_us'])} µs")
     halves = result["halves"]
@@ -238,44 +280,36 @@ def report(title: str, result: dict[str, Any], owner: list[int],
           f"{_sum(result['fixed_own_ms'], 1)} ms/s (halves "
           f"{', '.join(_sum(h[1], 1) for h in halves)})")
     for n, node in enumerate(result["spread"]):
-        tags, keys = node["tags"], node["keys"]
-        print(f"  node {n + 1} (slots {slot_ranges(owner, n)}): queues {tags['queue']:,} "
-              f"({keys['queue']:,} keys), callers {tags['caller']:,} ({keys['caller']:,} "
-              f"keys), agents {tags['agents']} ({keys['agents']} keys), untagged keys "
-              f"{keys['untagged']}; {load['shares'][n]:.1%} of the call events")
+        tags, keys, memory = node["tags"], node["keys"], node["memory"]
+        name = f"node {n + 1} (slots {slot_ranges(owner, n)})" if owner else "the Redis"
+        print(f"  {name}: queues {tags['queue']:,} ({keys['queue']:,} keys, "
+              f"{memory['queue'] / MIB:.1f} MiB), callers {tags['caller']:,} "
+              f"({keys['caller']:,} keys, {memory['caller'] / MIB:.1f} MiB), agents "
+              f"{tags['agents']} ({keys['agents']} keys, {memory['agents'] / MIB:.1f} MiB), "
+              f"untagged keys {keys['untagged']}"
+              + (f"; {load['shares'][n]:.1%} of the call events" if owner else ""))
     held = {kind: sum(node["tags"][kind] for node in result["spread"])
             for kind in ("queue", "caller", "agents")}
+    memory = {kind: sum(node["memory"][kind] for node in result["spread"]) for kind in KINDS}
     print(f"  tags held in all: queues {held['queue']:,} of {load['queues']:,}, callers "
-          f"{held['caller']:,} of {load['callers']:,}, agents {held['agents']} of 1")
+          f"{held['caller']:,} of {load['callers']:,}, agents {held['agents']} of 1; "
+          f"memory {memory['queue'] / load['call_events'] * 1000 / 1024:.0f} KiB per "
+          f"thousand call events in the queues' slots, "
+          f"{memory['caller'] / max(1, held['caller']):.0f} bytes per caller, "
+          f"{memory['agents'] / max(1, load['agent_events']):.0f} bytes per agent.state "
+          f"event in the agents' slot")
 
 
-def load_facts(events: list[tuple[bytes, bytes]], owner: list[int]) -> dict[str, Any]:
-    """The load's queues and callers, and per node the share of the call events (not
-    agent.state) whose queue it holds."""
-    counts = [0, 0, 0]
-    queues, callers = set(), set()
-    for key, value in events:
-        if b'"agent.state"' in value:
-            continue
-        queues.add(key)
-        counts[owner[keyslot(f"q:{key.decode()}")]] += 1
-        if (caller := CALLER.search(value)) is not None:
-            callers.add(caller.group(1))
-    return {"shares": [c / sum(counts) for c in counts], "queues": len(queues),
-            "callers": len(callers)}
-
-
-def hot_figures(result: dict[str, Any], events: list[tuple[bytes, bytes]], hot: int,
-                agents: int, utilisation: float) -> None:
+def hot_figures(result: dict[str, Any], load: dict[str, Any], hot: int, agents: int,
+                utilisation: float) -> dict[str, float]:
     """The slots' costs from the differences between the three nodes of the hot run (per
     event without the fixed load)."""
     nodes = result["node_marginal_us"]
     rest = ({0, 1, 2} - {hot, agents}).pop()
-    n_agent = sum(1 for _, value in events if b'"agent.state"' in value)
-    n_call = len(events) - n_agent
-    queue_us = (nodes[hot] - nodes[rest]) * len(events) / n_call
-    agents_us = (nodes[agents] - nodes[rest]) * len(events) / n_agent if n_agent else 0.0
-    callers_us = nodes[rest] * 3 * len(events) / n_call
+    events, n_call, n_agent = load["events"], load["call_events"], load["agent_events"]
+    queue_us = (nodes[hot] - nodes[rest]) * events / n_call
+    agents_us = (nodes[agents] - nodes[rest]) * events / n_agent if n_agent else 0.0
+    callers_us = nodes[rest] * 3 * events / n_call
     own = sum(result["own_marginal_us"])
     print(f"  without the fixed load: the queue's node is node {hot + 1}, the agents' node "
           f"{agents + 1}, node {rest + 1} holds callers only; {n_call:,} call events, "
@@ -295,55 +329,89 @@ def hot_figures(result: dict[str, Any], events: list[tuple[bytes, bytes]], hot: 
     print(f"  the queue's one partition is one processor's: {own:.2f} µs per event, so "
           f"{1e6 / own:,.0f} events/s at 100% of a core ({1e6 * utilisation / own:,.0f} at "
           f"{utilisation:.0%})")
+    return {"queue": queue_us, "agents": agents_us, "callers": callers_us}
 
 
-def sizing(spread_round: dict[str, Any], hot_round: dict[str, Any] | None, queues: int,
-           agents: int, utilisation: float) -> None:
-    r = spread_round
-    own, redis_all = sum(r["own_marginal_us"]), sum(r["node_marginal_us"])
-    fixed_own = sum(r["fixed_own_ms"]) / r["processors"] / 1e3  # a core's share, per processor
-    fixed_redis = sum(r["fixed_node_ms"]) / r["processors"] / 1e3  # node threads, per processor
-    print(f"\ncapacities (the spread round with {r['processors']} processor(s): "
-          f"{queues} queues, {agents} agents):")
-    print(f"  per event without the fixed load: processor {own:.2f} µs, Redis {redis_all:.2f} "
-          f"µs (all nodes); fixed load per processor: {fixed_own * 1e3:.0f} ms/s of its "
-          f"core, {fixed_redis * 1e3:.0f} ms/s of Redis threads (all nodes)")
-    print(f"  one processor core: 1e6 / {own:.2f} µs = {1e6 / own:,.0f} events/s at 100%; "
-          f"planned at {utilisation:.0%} less the fixed load: ({utilisation:.2f} - "
-          f"{fixed_own:.3f}) x 1e6 / {own:.2f} = {(utilisation - fixed_own) * 1e6 / own:,.0f}"
-          f" events/s")
-    print(f"  one Redis node's thread, load spread evenly: 1e6 / {redis_all:.2f} µs = "
-          f"{1e6 / redis_all:,.0f} events/s at 100%, {utilisation * 1e6 / redis_all:,.0f} at "
-          f"{utilisation:.0%}, less {fixed_redis * 1e3:.0f} ms/s per processor (a single "
-          f"Redis, no Cluster, the same)")
-    if hot_round is not None and queues > 1:
-        per_queue_own = (r["fixed_own_ms"][0] - hot_round["fixed_own_ms"][0]) / (queues - 1)
-        per_queue_redis = (sum(r["fixed_node_ms"]) / r["processors"]
-                           - sum(hot_round["fixed_node_ms"])) / (queues - 1)
+def check(costs: dict[str, float], result: dict[str, Any], load: dict[str, Any],
+          agents_node: int) -> None:
+    """Each node of a spread round as the hot run's slot costs predict it."""
+    call, agent = load["call_events"] / load["events"], load["agent_events"] / load["events"]
+    callers = [node["tags"]["caller"] for node in result["spread"]]
+    predicted = [call * (load["shares"][n] * costs["queue"]
+                         + callers[n] / sum(callers) * costs["callers"])
+                 + (agent * costs["agents"] if n == agents_node else 0.0)
+                 for n in range(3)]
+    print(f"\ncheck: the spread round with {result['processors']} processor(s), per node "
+          f"without the fixed load, predicted from the hot run's slot costs (queues by "
+          f"their call events, callers by their tags, the agents' slot): "
+          f"{_sum(predicted)} µs; measured {_sum(result['node_marginal_us'])} µs")
+
+
+def _figures(r: dict[str, Any]) -> tuple[float, float, float, float]:
+    """Per event without the fixed load (all processors, all nodes: µs), and the fixed
+    load per processor (of its core, of Redis threads: shares of one)."""
+    return (sum(r["own_marginal_us"]), sum(r["node_marginal_us"]),
+            sum(r["fixed_own_ms"]) / r["processors"] / 1e3,
+            sum(r["fixed_node_ms"]) / r["processors"] / 1e3)
+
+
+def sizing(cluster: dict[str, Any], single: dict[str, Any] | None,
+           hot: dict[str, Any] | None, queues: int, agents: int, u: float) -> None:
+    print(f"\ncapacities ({queues} queues, {agents} agents; per event without the fixed "
+          f"load, which is given per processor):")
+    setups = [("Cluster", cluster)] + ([("single Redis", single)] if single else [])
+    for name, r in setups:
+        own, red, fixed_own, fixed_red = _figures(r)
+        print(f"  {name}, {r['processors']} processor: processor {own:.2f} µs per event, "
+              f"fixed {fixed_own * 1e3:.0f} ms/s; Redis {red:.2f} µs per event (all "
+              f"nodes), fixed {fixed_red * 1e3:.0f} ms/s per processor")
+        print(f"    one processor core: 1e6 / {own:.2f} = {1e6 / own:,.0f} events/s at 100%; "
+              f"at {u:.0%} less the fixed load: ({u:.2f} - {fixed_own:.3f}) x 1e6 / "
+              f"{own:.2f} = {(u - fixed_own) * 1e6 / own:,.0f} events/s")
+        if name == "Cluster":
+            print(f"    one Redis node's thread, load spread evenly: 1e6 / {red:.2f} = "
+                  f"{1e6 / red:,.0f} events/s at 100%, {u * 1e6 / red:,.0f} at {u:.0%} (the "
+                  f"fixed load spread over the nodes besides)")
+        else:
+            print(f"    the single Redis's thread: 1e6 / {red:.2f} = {1e6 / red:,.0f} events/s "
+                  f"at 100%; at {u:.0%} less 2 processors' fixed load: ({u:.2f} - 2 x "
+                  f"{fixed_red:.3f}) x 1e6 / {red:.2f} = "
+                  f"{(u - 2 * fixed_red) * 1e6 / red:,.0f} events/s")
+    if hot is not None and queues > 1:
+        per_queue_own = (cluster["fixed_own_ms"][0] - hot["fixed_own_ms"][0]) / (queues - 1)
+        per_queue_redis = (sum(cluster["fixed_node_ms"]) / cluster["processors"]
+                           - sum(hot["fixed_node_ms"])) / (queues - 1)
         print(f"  the fixed load grows with the queues: (spread - hot queue) / {queues - 1} = "
               f"{per_queue_own:.2f} ms/s of a processor core and {per_queue_redis:.2f} ms/s "
-              f"of Redis per queue and processor; 1,000 queues: "
+              f"of Redis per queue and processor; at 1,000 queues "
               f"{per_queue_own * 1000:,.0f} ms/s and {per_queue_redis * 1000:,.0f} ms/s")
-    print(f"  sizing at {utilisation:.0%} for {queues} queues and {agents} agents (processors: "
-          f"one core each, at least 2 so that one can fail; Redis: 1 if one thread at "
-          f"{utilisation:.0%} is enough, else a Cluster of at least 3 primaries; partitions: "
-          f"the first of 12, 24, 48, 96 that is at least 4 x the processors):")
-    print("  | events/s | processor cores busy | processors | Redis threads busy "
-          "| Redis primaries | partitions |")
+    print(f"  sizing at {u:.0%} for {queues} queues and {agents} agents (processors: one "
+          f"core each, at least 2 so that one can fail; Redis: a single Redis where one "
+          f"thread at {u:.0%} holds it, else a Cluster of at least 3 primaries at {u:.0%} "
+          f"each, load spread evenly; partitions: the first of 12, 24, 48, 96 that is at "
+          f"least 4 x the processors):")
+    print("  | events/s | Redis | processors | processor cores busy | Redis threads busy "
+          "| partitions |")
     for rate in (1_000, 10_000, 100_000):
-        processors = max(2, math.ceil(rate * own / 1e6 / (utilisation - fixed_own)))
-        cores = rate * own / 1e6 + processors * fixed_own
-        threads = rate * redis_all / 1e6 + processors * fixed_redis
-        primaries = 1 if threads <= utilisation else max(3, math.ceil(threads / utilisation))
+        for name, r in reversed(setups):  # a single Redis first, where it holds
+            own, red, fixed_own, fixed_red = _figures(r)
+            processors = max(2, math.ceil(rate * own / 1e6 / (u - fixed_own)))
+            cores = rate * own / 1e6 + processors * fixed_own
+            threads = rate * red / 1e6 + processors * fixed_red
+            if name == "single Redis" and threads <= u:
+                redis_text = "1 (single)"
+                break
+            if name == "Cluster":
+                redis_text = f"{max(3, math.ceil(threads / u))} primaries"
         partitions = next(p for p in (12, 24, 48, 96) if p >= 4 * processors)
-        print(f"  | {rate:,} | {cores:.2f} | {processors} | {threads:.2f} | {primaries} "
+        print(f"  | {rate:,} | {redis_text} | {processors} | {cores:.2f} | {threads:.2f} "
               f"| {partitions} |")
 
 
 async def main_async(args: argparse.Namespace) -> None:
     rounds = [int(n) for n in args.processors.split(",")]
     with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as folder, \
-            redis_cluster(3, "--appendonly", "yes", "--appendfsync", "everysec") as ports:
+            redis_cluster(3, *AOF) as ports:
         policy = Path(folder) / "policy.toml"
         policy.write_text(POLICY_TOML)
         owner = slot_owner(ports)
@@ -352,8 +420,33 @@ async def main_async(args: argparse.Namespace) -> None:
               f"{broker.bootstrap}; {PARTITIONS} partitions; MQTT "
               f"{'on' if _answers('127.0.0.1', 1883) else 'off'}; the agents' slot "
               f"{keyslot('agents')} is on node {agents_node + 1}")
-        loads: list[tuple[str, list[tuple[bytes, bytes]], str | None]] = [
-            ("spread", events_for(args.calls, args.queues, agents=args.agents), None)]
+        described = f"{args.calls:,} calls, {args.agents or 1} agents"
+        events = events_for(args.calls, args.queues, agents=args.agents)
+        settings = unique_settings(broker.bootstrap)
+        await ensure_topics(settings, all_topics(settings), partitions=PARTITIONS)
+        await produce_all(settings, events)
+        spread_load = load_facts(events, owner)
+        spreads = []
+        for processors in rounds:
+            result = await run_round(broker.bootstrap, ports, settings.topic_events,
+                                     len(events), processors, policy)
+            report(f"spread ({len(events):,} events, {described}, {args.queues} queues)",
+                   result, owner, spread_load)
+            spreads.append(result)
+        single = None
+        if args.single:
+            port = free_port()
+            (Path(folder) / "single").mkdir()
+            server = start_redis(port, str(Path(folder) / "single"), *AOF)
+            try:
+                single = await run_round(broker.bootstrap, [port], settings.topic_events,
+                                         len(events), 1, policy)
+            finally:
+                server.terminate()
+                server.wait()
+            report(f"single Redis, no Cluster ({len(events):,} events, {described}, "
+                   f"{args.queues} queues)", single, None, spread_load)
+        hot_round = None
         if args.hot_queue:
             # The hot queue on another node than the agents: their costs come apart.
             name = next(f"queue{n}" for n in range(1000)
@@ -361,28 +454,19 @@ async def main_async(args: argparse.Namespace) -> None:
             hot = [(name.encode() if key == b"queue0" else key,
                     value.replace(b'"queue0"', f'"{name}"'.encode()))
                    for key, value in events_for(args.calls, 1, seed=3, agents=args.agents)]
-            loads.append(("hot queue", hot, name))
-        first_spread = hot_round = None
-        for title, events, hot_name in loads:
             settings = unique_settings(broker.bootstrap)
             await ensure_topics(settings, all_topics(settings), partitions=PARTITIONS)
-            await produce_all(settings, events)
-            facts = load_facts(events, owner)
-            for processors in rounds if hot_name is None else [1]:
-                result = await run_round(broker.bootstrap, ports, settings.topic_events,
-                                         len(events), processors, policy)
-                what = (f"{args.queues} queues" if hot_name is None
-                        else f"1 queue, {hot_name} (slot {keyslot('q:' + hot_name)})")
-                report(f"{title} ({len(events):,} events, {args.calls:,} calls, {what}, "
-                       f"{args.agents or 1} agents)", result, owner, facts)
-                if hot_name is None:
-                    first_spread = first_spread or result
-                else:
-                    hot_round = result
-                    hot_figures(result, events, owner[keyslot("q:" + hot_name)],
+            await produce_all(settings, hot)
+            hot_load = load_facts(hot, owner)
+            hot_round = await run_round(broker.bootstrap, ports, settings.topic_events,
+                                        len(hot), 1, policy)
+            report(f"hot queue ({len(hot):,} events, {described}, 1 queue: {name}, slot "
+                   f"{keyslot('q:' + name)})", hot_round, owner, hot_load)
+            costs = hot_figures(hot_round, hot_load, owner[keyslot("q:" + name)],
                                 agents_node, args.utilisation)
-        if first_spread:
-            sizing(first_spread, hot_round, args.queues, args.agents, args.utilisation)
+            for result in spreads:
+                check(costs, result, spread_load, agents_node)
+        sizing(spreads[0], single, hot_round, args.queues, args.agents, args.utilisation)
 
 
 def main() -> None:
@@ -395,6 +479,8 @@ def main() -> None:
                         help="processor counts to run, comma-separated (default: 1,2)")
     parser.add_argument("--hot-queue", action="store_true",
                         help="also run every call through one queue")
+    parser.add_argument("--single", action="store_true",
+                        help="also run one processor against a single Redis, no Cluster")
     parser.add_argument("--utilisation", type=float, default=0.5,
                         help="the share of a core or a node's thread to plan for "
                              "(default: 0.5)")
