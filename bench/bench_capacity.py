@@ -46,6 +46,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import os
 import re
 import sys
 import tempfile
@@ -94,6 +95,13 @@ def node_cpu(ports: list[int]) -> list[tuple[float, float]]:
                     + float(info["used_cpu_user_main_thread"]),
                     float(info["used_cpu_sys"]) + float(info["used_cpu_user"])))
     return cpu
+
+
+def machine_busy() -> float:
+    """CPU seconds the whole machine has been busy (all cores), from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def slot_owner(ports: list[int]) -> list[int]:
@@ -158,7 +166,7 @@ async def done_count(client: aioredis.Redis | aioredis.RedisCluster, root: str,
 
 
 async def run_round(bootstrap: str, ports: list[int], topic: str, total: int,
-                    processors: int, policy: Path) -> dict[str, Any]:
+                    processors: int, policy: Path, broker_pid: int) -> dict[str, Any]:
     """``processors`` processors in one group on the topic, from its start to its end, on
     the Redis Cluster of ``ports`` (or the single Redis, one port)."""
     mqtt = "mqtt://127.0.0.1:1883" if _answers("127.0.0.1", 1883) else ""
@@ -178,6 +186,11 @@ async def run_round(bootstrap: str, ports: list[int], topic: str, total: int,
         return (time.perf_counter(), node_cpu(ports),
                 [process_cpu_seconds(pid) for pid in pids])
 
+    def ours() -> tuple[float, float]:
+        """The machine's busy CPU seconds, and those of the broker and of this process."""
+        return machine_busy(), process_cpu_seconds(broker_pid) + process_cpu_seconds(
+            os.getpid())
+
     async def until(at_least: int) -> int:
         moved, still = -1, time.monotonic()
         while (done := await done_count(client, root, topic)) < at_least:
@@ -193,9 +206,9 @@ async def run_round(bootstrap: str, ports: list[int], topic: str, total: int,
     # Timed between two moments with the pipeline full (10% and 90% done): the work in
     # flight at either end is about the same, so the window holds its events' work.
     done_from = await until(int(total * WINDOW[0]))
-    first = cpu()
+    first, machine_first = cpu(), ours()
     done_to = await until(int(total * WINDOW[1]))
-    last = cpu()
+    last, machine_last = cpu(), ours()
     await until(total)
     print(file=sys.stderr)
     # The fixed load with nothing to consume (refresher, alerts, callback timer, janitor,
@@ -217,7 +230,13 @@ async def run_round(bootstrap: str, ports: list[int], topic: str, total: int,
     fixed_own = [sum(h[1][n] for h in halves) / len(halves) for n in range(processors)]
     node_us = [(b[0] - a[0]) * 1e6 / events for a, b in zip(first[1], last[1], strict=True)]
     own_us = [(b - a) * 1e6 / events for a, b in zip(first[2], last[2], strict=True)]
+    # Other work on the machine in the window, in cores: what was busy less what ran here.
+    here = (sum(b[1] - a[1] for a, b in zip(first[1], last[1], strict=True))
+            + sum(b - a for a, b in zip(first[2], last[2], strict=True))
+            + machine_last[1] - machine_first[1])
+    others = (machine_last[0] - machine_first[0] - here) / seconds
     return {"processors": processors, "events": events, "seconds": seconds,
+            "others": others,
             "window": (done_from, done_to), "rate": events / seconds,
             "consumed": per_processor, "node_us": node_us,
             "node_process_us": [(b[1] - a[1]) * 1e6 / events
@@ -263,7 +282,8 @@ def report(title: str, result: dict[str, Any], owner: list[int] | None,
     print(f"\n{title}: {result['processors']} processor(s); {result['events']:,} events "
           f"timed (done {result['window'][0]:,} to {result['window'][1]:,}) in "
           f"{result['seconds']:.1f} s, {result['rate']:,.0f} events/s (everything shares 2 "
-          f"cores: not a capacity)")
+          f"cores: not a capacity); other work on the machine meanwhile "
+          f"{result['others']:.2f} cores")
     print("  events consumed per processor (callstream_events_total; a rebalance's "
           "re-reads count twice): " + ", ".join(f"{n:,.0f}" for n in result["consumed"]))
     print(f"  Redis main thread CPU per event: {_sum(nodes)} µs {where} (whole "
@@ -415,6 +435,7 @@ async def main_async(args: argparse.Namespace) -> None:
         policy = Path(folder) / "policy.toml"
         policy.write_text(POLICY_TOML)
         owner = slot_owner(ports)
+        broker_pid = broker._process.pid if broker._process else os.getpid()
         agents_node = owner[keyslot("agents")]
         print(f"Redis Cluster of 3 primaries (AOF everysec) on ports {ports}; broker "
               f"{broker.bootstrap}; {PARTITIONS} partitions; MQTT "
@@ -429,7 +450,8 @@ async def main_async(args: argparse.Namespace) -> None:
         spreads = []
         for processors in rounds:
             result = await run_round(broker.bootstrap, ports, settings.topic_events,
-                                     len(events), processors, policy)
+                                     len(events), processors, policy,
+                                     broker_pid)
             report(f"spread ({len(events):,} events, {described}, {args.queues} queues)",
                    result, owner, spread_load)
             spreads.append(result)
@@ -440,7 +462,7 @@ async def main_async(args: argparse.Namespace) -> None:
             server = start_redis(port, str(Path(folder) / "single"), *AOF)
             try:
                 single = await run_round(broker.bootstrap, [port], settings.topic_events,
-                                         len(events), 1, policy)
+                                         len(events), 1, policy, broker_pid)
             finally:
                 server.terminate()
                 server.wait()
@@ -459,7 +481,7 @@ async def main_async(args: argparse.Namespace) -> None:
             await produce_all(settings, hot)
             hot_load = load_facts(hot, owner)
             hot_round = await run_round(broker.bootstrap, ports, settings.topic_events,
-                                        len(hot), 1, policy)
+                                        len(hot), 1, policy, broker_pid)
             report(f"hot queue ({len(hot):,} events, {described}, 1 queue: {name}, slot "
                    f"{keyslot('q:' + name)})", hot_round, owner, hot_load)
             costs = hot_figures(hot_round, hot_load, owner[keyslot("q:" + name)],
