@@ -2,7 +2,8 @@
 and how queue, caller and agent slots spread over the nodes (run by hand, not in CI).
 
     .venv/bin/python bench/bench_capacity.py [--calls 50000 --queues 50 --agents 500]
-        [--processors 1,2] [--hot-queue] [--single] [--utilisation 0.5]
+        [--processors 1,2] [--hot-queue] [--single] [--many-queues 500]
+        [--utilisation 0.5]
 
 Starts a 3-primary Redis Cluster of its own (AOF ``everysec``, as production runs) and an
 embedded broker; produces the events of ``bench_pipeline.py`` (every call with a caller
@@ -34,6 +35,10 @@ Redis cost of the queue's slot per call event and of the agents' slot per agent 
 each slot's ceiling (one slot is one node's one thread); the processor's CPU per event
 gives the ceiling of the queue's one partition (a partition is one processor's at a time).
 Those slot costs then predict each node of the spread round, as a check.
+
+``--many-queues N`` also measures the fixed load of one processor with N queues (4 calls
+each, drained): the refresher, alerts and MQTT work per queue, every second, on every
+processor.
 
 At the end, from the first processor count's spread round (and the single Redis's): the
 capacities (events/s per processor core and per Redis node, at 100% and at
@@ -222,7 +227,7 @@ async def run_round(bootstrap: str, ports: list[int], topic: str, total: int,
     for processor in started:
         processor.terminate()
     await client.aclose()
-    events, seconds = done_to - done_from, last[0] - first[0]
+    events, seconds = max(1, done_to - done_from), last[0] - first[0]
     halves = [([(b[0] - a[0]) * 1e3 / (t1 - t0) for a, b in zip(na, nb, strict=True)],
                [(b - a) * 1e3 / (t1 - t0) for a, b in zip(oa, ob, strict=True)])
               for (t0, na, oa), (t1, nb, ob) in pairwise(idle)]
@@ -283,7 +288,12 @@ def report(title: str, result: dict[str, Any], owner: list[int] | None,
           f"timed (done {result['window'][0]:,} to {result['window'][1]:,}) in "
           f"{result['seconds']:.1f} s, {result['rate']:,.0f} events/s (everything shares 2 "
           f"cores: not a capacity); other work on the machine meanwhile "
-          f"{result['others']:.2f} cores")
+          f"{result['others']:.2f} cores"
+          + (" (over 0.25: this round's CPU per event is inflated)"
+             if result["others"] > 0.25 else ""))
+    if result["events"] < 50_000:
+        print(f"  only {result['events']:,} events timed: too few for the CPU per event "
+              f"(--calls 20000 or more)")
     print("  events consumed per processor (callstream_events_total; a rebalance's "
           "re-reads count twice): " + ", ".join(f"{n:,.0f}" for n in result["consumed"]))
     print(f"  Redis main thread CPU per event: {_sum(nodes)} µs {where} (whole "
@@ -361,10 +371,13 @@ def check(costs: dict[str, float], result: dict[str, Any], load: dict[str, Any],
                          + callers[n] / sum(callers) * costs["callers"])
                  + (agent * costs["agents"] if n == agents_node else 0.0)
                  for n in range(3)]
+    ratios = [m / p for m, p in zip(result["node_marginal_us"], predicted, strict=True)]
     print(f"\ncheck: the spread round with {result['processors']} processor(s), per node "
           f"without the fixed load, predicted from the hot run's slot costs (queues by "
           f"their call events, callers by their tags, the agents' slot): "
-          f"{_sum(predicted)} µs; measured {_sum(result['node_marginal_us'])} µs")
+          f"{_sum(predicted)} µs; measured {_sum(result['node_marginal_us'])} µs (measured / "
+          f"predicted: {', '.join(f'{r:.2f}' for r in ratios)}; in all "
+          f"{sum(result['node_marginal_us']) / sum(predicted):.2f})")
 
 
 def _figures(r: dict[str, Any]) -> tuple[float, float, float, float]:
@@ -376,7 +389,8 @@ def _figures(r: dict[str, Any]) -> tuple[float, float, float, float]:
 
 
 def sizing(cluster: dict[str, Any], single: dict[str, Any] | None,
-           hot: dict[str, Any] | None, queues: int, agents: int, u: float) -> None:
+           hot: dict[str, Any] | None, many: tuple[int, dict[str, Any]] | None,
+           queues: int, agents: int, u: float) -> None:
     print(f"\ncapacities ({queues} queues, {agents} agents; per event without the fixed "
           f"load, which is given per processor):")
     setups = [("Cluster", cluster)] + ([("single Redis", single)] if single else [])
@@ -397,6 +411,14 @@ def sizing(cluster: dict[str, Any], single: dict[str, Any] | None,
                   f"at 100%; at {u:.0%} less 2 processors' fixed load: ({u:.2f} - 2 x "
                   f"{fixed_red:.3f}) x 1e6 / {red:.2f} = "
                   f"{(u - 2 * fixed_red) * 1e6 / red:,.0f} events/s")
+    if many is not None:
+        n, result = many
+        per_queue_own = (result["fixed_own_ms"][0] - cluster["fixed_own_ms"][0]) / (n - queues)
+        per_queue_redis = (sum(result["fixed_node_ms"])
+                           - sum(cluster["fixed_node_ms"]) / cluster["processors"]) / (n - queues)
+        print(f"  the fixed load grows with the queues: ({n} queues - {queues}) / "
+              f"{n - queues} = {per_queue_own:.2f} ms/s of a processor core and "
+              f"{per_queue_redis:.2f} ms/s of Redis per queue and processor")
     if hot is not None and queues > 1:
         per_queue_own = (cluster["fixed_own_ms"][0] - hot["fixed_own_ms"][0]) / (queues - 1)
         per_queue_redis = (sum(cluster["fixed_node_ms"]) / cluster["processors"]
@@ -405,6 +427,23 @@ def sizing(cluster: dict[str, Any], single: dict[str, Any] | None,
               f"{per_queue_own:.2f} ms/s of a processor core and {per_queue_redis:.2f} ms/s "
               f"of Redis per queue and processor; at 1,000 queues "
               f"{per_queue_own * 1000:,.0f} ms/s and {per_queue_redis * 1000:,.0f} ms/s")
+    table(setups, queues, agents, u)
+    if many is not None:
+        n, result = many
+        own = sum(cluster["own_marginal_us"])
+        fixed_own, fixed_red = (sum(result["fixed_own_ms"]) / 1e3,
+                                sum(result["fixed_node_ms"]) / 1e3)
+        print(f"  with {n:,} queues (the many-queues round, Cluster): the fixed load takes "
+              f"{fixed_own:.0%} of each processor's core and {fixed_red * 1e3:.0f} ms/s of "
+              f"Redis threads per processor; a processor core at {u:.0%} then takes "
+              + (f"({u:.2f} - {fixed_own:.3f}) x 1e6 / {own:.2f} = "
+                 f"{(u - fixed_own) * 1e6 / own:,.0f} events/s" if fixed_own < u
+                 else "no events at all"))
+
+
+def table(setups: list[tuple[str, dict[str, Any]]], queues: int, agents: int, u: float
+          ) -> None:
+    """The sizing table, a single Redis where it holds."""
     print(f"  sizing at {u:.0%} for {queues} queues and {agents} agents (processors: one "
           f"core each, at least 2 so that one can fail; Redis: a single Redis where one "
           f"thread at {u:.0%} holds it, else a Cluster of at least 3 primaries at {u:.0%} "
@@ -415,17 +454,23 @@ def sizing(cluster: dict[str, Any], single: dict[str, Any] | None,
     for rate in (1_000, 10_000, 100_000):
         for name, r in reversed(setups):  # a single Redis first, where it holds
             own, red, fixed_own, fixed_red = _figures(r)
+            if fixed_own >= u:
+                print(f"  | {rate:,} | {name}: the fixed load alone takes {fixed_own:.0%} of "
+                      f"a processor's core, over {u:.0%} |")
+                break
             processors = max(2, math.ceil(rate * own / 1e6 / (u - fixed_own)))
             cores = rate * own / 1e6 + processors * fixed_own
             threads = rate * red / 1e6 + processors * fixed_red
             if name == "single Redis" and threads <= u:
                 redis_text = "1 (single)"
-                break
-            if name == "Cluster":
+            elif name == "Cluster":
                 redis_text = f"{max(3, math.ceil(threads / u))} primaries"
-        partitions = next(p for p in (12, 24, 48, 96) if p >= 4 * processors)
-        print(f"  | {rate:,} | {redis_text} | {processors} | {cores:.2f} | {threads:.2f} "
-              f"| {partitions} |")
+            else:
+                continue
+            partitions = next((p for p in (12, 24, 48, 96) if p >= 4 * processors), 192)
+            print(f"  | {rate:,} | {redis_text} | {processors} | {cores:.2f} | {threads:.2f} "
+                  f"| {partitions} |")
+            break
 
 
 async def main_async(args: argparse.Namespace) -> None:
@@ -488,7 +533,26 @@ async def main_async(args: argparse.Namespace) -> None:
                                 agents_node, args.utilisation)
             for result in spreads:
                 check(costs, result, spread_load, agents_node)
-        sizing(spreads[0], single, hot_round, args.queues, args.agents, args.utilisation)
+        many = None
+        if args.many_queues:
+            # The fixed load of many queues: a few calls in each, then the drained processor.
+            n = args.many_queues
+            calls = events_for(4 * n, n, seed=5, agents=args.agents)
+            settings = unique_settings(broker.bootstrap)
+            await ensure_topics(settings, all_topics(settings), partitions=PARTITIONS)
+            await produce_all(settings, calls)
+            result = await run_round(broker.bootstrap, ports, settings.topic_events,
+                                     len(calls), 1, policy, broker_pid)
+            print(f"\nmany queues ({len(calls):,} events, {4 * n:,} calls, {n:,} queues, "
+                  f"{args.agents or 1} agents), 1 processor, drained: fixed load Redis main "
+                  f"threads {_sum(result['fixed_node_ms'], 1)} ms/s (halves "
+                  f"{', '.join(_sum(h[0], 1) for h in result['halves'])}); processor "
+                  f"{_sum(result['fixed_own_ms'], 1)} ms/s (halves "
+                  f"{', '.join(_sum(h[1], 1) for h in result['halves'])}); other work on the "
+                  f"machine {result['others']:.2f} cores")
+            many = (n, result)
+        sizing(spreads[0], single, hot_round, many, args.queues, args.agents,
+               args.utilisation)
 
 
 def main() -> None:
@@ -503,6 +567,8 @@ def main() -> None:
                         help="also run every call through one queue")
     parser.add_argument("--single", action="store_true",
                         help="also run one processor against a single Redis, no Cluster")
+    parser.add_argument("--many-queues", type=int, default=0, metavar="N",
+                        help="also measure the fixed load of N queues (4 calls each)")
     parser.add_argument("--utilisation", type=float, default=0.5,
                         help="the share of a core or a node's thread to plan for "
                              "(default: 0.5)")
