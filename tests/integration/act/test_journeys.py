@@ -26,7 +26,7 @@ from stream.ingest.checkpoint import relay
 from stream.state.journeys import JourneyStore
 from stream.state.keys import KeySpace
 from stream.state.rows import CallerFact
-from stream.state.store import QueueRules, StateStore
+from stream.state.store import RELAYED_KEEP_MS, QueueRules, StateStore
 from stream.timefmt import rfc3339 as iso
 
 HOUR = 3600.0
@@ -320,6 +320,24 @@ async def test_duplicates_disorder_and_relays_again_change_nothing(journeys: Jou
     figures = await journeys.figures("sales", 500)
     assert states(figures) == states(expected)
     assert figures["offered_with_caller"] == expected["offered_with_caller"] + 1
+
+
+async def test_relayed_facts_leave_once_no_loss_can_want_them(journeys: Journeys) -> None:
+    """Kept since taken for a relay again, until the servers were seen unchanged for
+    RELAYED_KEEP_MS; then they leave, with the marks of their repeat calls, also from a
+    queue that takes no more facts (the janitor's sweep)."""
+    await journeys.apply(queued("c1", 0), answered("c1", 20))
+    await journeys.apply(queued("c2", 100))  # a repeat call: marked
+    client, keys = journeys.store.client, journeys.store.keys
+    assert await client.hlen(keys.queue_key("sales", "facts")) == 0
+    assert await client.hlen(keys.queue_key("sales", "relayed")) == 2
+    assert await client.scard(keys.queue_key("sales", "journey_marks")) == 1
+    journeys.store.servers_seen_ms = int(time.time() * 1000) + RELAYED_KEEP_MS
+    await journeys.store.sweep(int(time.time() * 1000))
+    assert await client.exists(keys.queue_key("sales", "relayed"),
+                               keys.queue_key("sales", "relayed_index"),
+                               keys.queue_key("sales", "journey_marks")) == 0
+    assert (await journeys.figures("sales", 200))["repeat_calls"] == 1
 
 
 async def test_an_older_miss_relayed_late_leaves_the_later_recovery(journeys: Journeys
