@@ -76,6 +76,11 @@ class Journeys:
         facts = await self.store.pending_caller_facts(await self.store.queue_ids())
         await relay(self.store, [self.handler], facts, int(time.time() * 1000))
 
+    async def again(self) -> None:
+        """What the consumer does after Redis went back: the facts relayed lately, again."""
+        facts = await self.store.relayed_caller_facts(await self.store.queue_ids())
+        await self.handler.take_again(facts, int(time.time() * 1000))
+
     async def keep(self, now_ms: int) -> None:
         """One round of the lost-caller keeper at ``now_ms``."""
         await declare_lost(self.state, await self.store.queue_ids(), now_ms, prune=True)
@@ -320,6 +325,26 @@ async def test_duplicates_disorder_and_relays_again_change_nothing(journeys: Jou
     figures = await journeys.figures("sales", 500)
     assert states(figures) == states(expected)
     assert figures["offered_with_caller"] == expected["offered_with_caller"] + 1
+
+
+async def test_facts_taken_again_mend_a_lost_journey_and_count_nothing_twice(
+        journeys: Journeys) -> None:
+    """The server holding a caller's keys came back without its last writes (a replica
+    promoted that lagged), its queue's on another: the facts the queue kept since every
+    handler took them are taken again. What survived counts once; what was lost is
+    decided again, and the caller's next calls find the journey as it was."""
+    await journeys.apply(queued("c1", 0), answered("c1", 20))
+    await journeys.apply(queued("c2", 100), abandoned("c2", 130))  # a repeat call, missed
+    figures = await journeys.figures("sales", 200)
+    assert figures["repeat_calls"] == 1 and states(figures) == (1, 0, 0)
+    client = journeys.store.client
+    await client.delete(*await client.keys(journeys.store.keys.caller("442079460001") + "*"))
+    await journeys.again()
+    await journeys.again()
+    await journeys.apply(queued("c3", 300), answered("c3", 320))
+    figures = await journeys.figures("sales", 400)
+    assert figures["repeat_calls"] == 2 and states(figures) == (0, 1, 0)
+    assert figures["recovery_seconds"] == pytest.approx(190)
 
 
 async def test_relayed_facts_leave_once_no_loss_can_want_them(journeys: Journeys) -> None:
