@@ -357,7 +357,7 @@ async def test_relayed_facts_leave_once_no_loss_can_want_them(journeys: Journeys
     assert await client.hlen(keys.queue_key("sales", "facts")) == 0
     assert await client.hlen(keys.queue_key("sales", "relayed")) == 2
     assert await client.scard(keys.queue_key("sales", "journey_marks")) == 1
-    journeys.store.servers_seen_ms = int(time.time() * 1000) + RELAYED_KEEP_MS
+    journeys.store.servers_seen_ms = int(time.time() * 1000) + RELAYED_KEEP_MS + 1
     await journeys.store.sweep(int(time.time() * 1000))
     assert await client.exists(keys.queue_key("sales", "relayed"),
                                keys.queue_key("sales", "relayed_index"),
