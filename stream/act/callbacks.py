@@ -183,7 +183,8 @@ class Callbacks:
         now = await self.now_ms()
         calls = sorted({(f.queue_id, f.call_id) for f in facts})
         found = await self.offers.offers([(q, offer_id_for(c)) for q, c in calls])
-        made = [(q, c, offer) for (q, c), offer in zip(calls, found, strict=True) if offer]
+        made = [(q, c, offer) for (q, c), offer in zip(calls, found, strict=True)
+                if offer is not None]
         if not made:
             return
         await self.offers.note_missed(
