@@ -173,6 +173,42 @@ class Callbacks:
         await self._decide(candidates, now)
         await self._cancel_missed(sorted(set(answered)), now)
 
+    async def take_again(self, facts: list[CallerFact], now_ms: int) -> None:
+        """Facts taken before, again, after Redis may have lost what taking them wrote in
+        the callers' slots (FactHandler): each offer made for their calls gets its
+        caller's side back (one offer per call, the cap, the day's missed callers, a
+        missed-call offer open for cancelling), and a missed-call offer whose caller
+        these facts answer after the miss is cancelled. Nothing is decided anew: the
+        estimates, the hours and the bounds are no longer what they were then."""
+        now = await self.now_ms()
+        calls = sorted({(f.queue_id, f.call_id) for f in facts})
+        found = await self.offers.offers([(q, offer_id_for(c)) for q, c in calls])
+        made = [(q, c, offer) for (q, c), offer in zip(calls, found, strict=True)
+                if offer is not None]
+        if not made:
+            return
+        await self.offers.note_missed(
+            sorted({o["caller"] for _, _, o in made if o["kind"] == "missed_call"}), now)
+        await self.offers.reserve(
+            [(o["caller"], offer_id_for(c), c, q, o["kind"]) for q, c, o in made], now,
+            [self.policy.for_queue(q).callback_max_per_caller for q, _, _ in made])
+        missed_at = {(f.queue_id, f.call_id): f.ts_ms for f in facts if f.what == "abandoned"}
+        answered: dict[str, int] = {}  # caller -> the last answer these facts hold
+        for f in facts:
+            if f.what == "answered":
+                answered[f.caller] = max(answered.get(f.caller, f.ts_ms), f.ts_ms)
+        done: list[tuple[str, str, str]] = []  # missed-call offers no answer cancels now
+        for q, c, o in made:
+            if o["kind"] != "missed_call":
+                continue
+            missed, answer = missed_at.get((q, c)), answered.get(o["caller"])
+            cancel = o["open"] and missed is not None and answer is not None and answer >= missed
+            if cancel:
+                await self._cancel(q, offer_id_for(c), c, now)
+            if cancel or not o["open"]:
+                done.append((o["caller"], offer_id_for(c), ""))
+        await self.offers.release(done)
+
     async def after_apply(self, batch: StateBatch, now_ms: int) -> None:
         """The telephony side's reports of callback attempts (a batch hook): retries,
         reached, unreached. Run on every delivery of a batch: each attempt counts once."""
@@ -255,12 +291,16 @@ class Callbacks:
         for caller, offers in (await self.offers.missed_open(callers, now_ms)).items():
             for offer_id, queue_id in offers.items():
                 offer = await self.offers.offer(queue_id, offer_id)
-                payload = {"offer_id": offer_id, "queue_id": queue_id,
-                           "call_id": offer["call_id"] if offer else "",
-                           "reason": "answered", "ts": rfc3339(now_ms)}
-                await self.offers.cancel(queue_id, offer_id, f"{offer_id}:cancel",
-                                         json.dumps(payload), now_ms)
+                await self._cancel(queue_id, offer_id, offer["call_id"] if offer else "",
+                                   now_ms)
             await self.offers.release([(caller, offer_id, "") for offer_id in offers])
+
+    async def _cancel(self, queue_id: str, offer_id: str, call_id: str, now_ms: int) -> None:
+        """Close a missed-call offer as cancelled: its caller was answered."""
+        payload = {"offer_id": offer_id, "queue_id": queue_id, "call_id": call_id,
+                   "reason": "answered", "ts": rfc3339(now_ms)}
+        await self.offers.cancel(queue_id, offer_id, f"{offer_id}:cancel", json.dumps(payload),
+                                 now_ms)
 
     async def _attempted(self, event: CallbackAttempt, now_ms: int) -> None:
         offer = await self.offers.offer(event.queue_id, event.offer_id)

@@ -49,6 +49,10 @@ class JourneyHandler:
                for f in facts if f.what in _OPS]
         await self.state.take(ops, now_ms)
 
+    #: A fact taken again answers the decisions its caller's journey kept under its mark,
+    #: and is decided only where the journey lost the mark.
+    take_again = take
+
 
 async def declare_lost(state: JourneyStore, queue_ids: list[str], now_ms: int,
                        prune: bool = False) -> None:

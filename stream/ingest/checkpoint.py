@@ -18,6 +18,11 @@ left in an outbox by a crash are relayed again by the janitor, to the same effec
 Every step can be run again after a failure: the state skips what it applied, and a
 dead letter already sent (by this instance, or as Redis recorded it) is not sent again.
 Kafka's commit is last, and Redis holds the applied offsets whatever happens to it.
+
+The queues keep the facts taken lately (``RELAYED_KEEP_MS``): after Redis went back, they
+go to every handler again (:meth:`Checkpoint.relay_again`) before any batch goes on, for
+a server holding callers' keys (another Cluster node than their queues') may have lost
+what step 4 wrote there, and reading Kafka again would not bring those facts back.
 """
 
 from __future__ import annotations
@@ -49,6 +54,10 @@ class FactHandler(Protocol):
     the same fact may come again (a retry, a relay of leftovers after a crash)."""
 
     async def take(self, facts: list[CallerFact], now_ms: int) -> None: ...
+
+    async def take_again(self, facts: list[CallerFact], now_ms: int) -> None:
+        """Facts taken before, again, after Redis may have lost some of what taking them
+        wrote: that is written again, and nothing decided anew."""
 
 
 class BatchHook(Protocol):
@@ -125,6 +134,22 @@ class Checkpoint:
             self.topic, batch.last_offsets, sent,
             batch.state.queue_ids - batch.refused_queues, now_ms))
         await _all(steps)
+
+    async def relay_again(self) -> None:
+        """After Redis went back: the facts taken lately to every handler again, then the
+        facts still in the outboxes (of the batches left alone), the older first. Redis
+        errors propagate (the caller calls it again: every step is idempotent)."""
+        if not self.handlers:
+            return
+        now_ms = int(time.time() * 1000)
+        queue_ids = await self.store.queue_ids()
+        taken = await self.store.relayed_caller_facts(queue_ids)
+        if taken:
+            log.info("taking again the %d caller facts taken lately: a server holding "
+                     "callers' keys may have lost what they wrote there", len(taken))
+            await _all([handler.take_again(taken, now_ms) for handler in self.handlers])
+        await relay(self.store, self.handlers, await self.store.pending_caller_facts(queue_ids),
+                    now_ms)
 
     async def commit(self, batch: PreparedBatch) -> None:
         """Step 6, once the state holds the batch: Kafka's committed offsets."""

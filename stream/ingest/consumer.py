@@ -10,7 +10,8 @@ any crash is skipped exactly, and the resume point of a partition is the lower o
 committed offset and Redis's checkpoint. A Redis that comes back without writes it had
 acknowledged is noticed (its run id changed, or a script finds its offsets behind what
 this instance wrote there) and what it lost is read again; no batch is applied past the
-gap before then.
+gap before then, and the caller facts taken lately are taken again first (what a server
+holding callers' keys lost of them is not in Kafka's offsets).
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ PARSE_SLICE = 500
 FETCH_MAX_WAIT_MS = 50
 #: How often the Redis run id is compared with the one the state was written to.
 WATCH_SECONDS = 1.0
+#: How often a batch that failed looks whether the run ids were compared since.
+SEEN_POLL_SECONDS = 0.05
 #: Dead letters are copied whole: as large as anything the consumer can fetch.
 DLQ_MAX_REQUEST_BYTES = 8 * 1024 * 1024
 #: Objects a young-generation collection waits for (allocations less deallocations). A
@@ -130,6 +133,7 @@ class Consumer:
                     await self._settle(stop)
                     self._seek_back()  # the batch just parsed is read again
                     self.store.rewound()
+                    await self._relay_again(stop)
                     continue
                 if prepared is not None:
                     self._inflight = asyncio.create_task(self._apply(prepared, stop))
@@ -216,10 +220,12 @@ class Consumer:
                 await self.checkpoint.finish(batch)
                 break
             except (RedisError, OSError) as exc:
+                failed_ms = int(time.time() * 1000)
                 self._redis_failed(exc)
                 if stop.is_set():
                     return
                 await self.redis_outage.backoff()
+                await self._servers_seen_since(failed_ms, stop)
         else:
             return
         self.redis_outage.recovered()
@@ -230,6 +236,25 @@ class Consumer:
             self._applied[partition] = offset
         await self.checkpoint.commit(batch)
         self.health.progressed(waiting=self._lag)
+
+    async def _servers_seen_since(self, moment_ms: int, stop: asyncio.Event) -> None:
+        """Wait until the run id watcher has found the servers unchanged since
+        ``moment_ms``, or changed: a replica promoted while a batch's facts could not be
+        taken is noticed before they are taken into it, on top of what it lacks."""
+        while (self._rewind is None and not stop.is_set()
+               and (self.store.servers_seen_ms or 0) < moment_ms):
+            await asyncio.sleep(SEEN_POLL_SECONDS)
+
+    async def _relay_again(self, stop: asyncio.Event) -> None:
+        """Once read back to the gap, before any batch goes on: the caller facts taken
+        lately, again (:meth:`~stream.ingest.checkpoint.Checkpoint.relay_again`)."""
+        while not stop.is_set():
+            try:
+                await self.checkpoint.relay_again()
+                return
+            except (RedisError, OSError) as exc:
+                self._redis_failed(exc)
+                await self.redis_outage.backoff(stop)
 
     def _redis_failed(self, exc: BaseException) -> None:
         self.health.redis_ok = False
@@ -284,16 +309,21 @@ class Consumer:
 
     async def _watch_redis(self, stop: asyncio.Event) -> None:
         """A Redis whose run id changed (restarted, or a replica promoted) may have lost
-        writes of shards that get no batch for a while: compare what it holds."""
+        writes of shards that get no batch for a while: compare what it holds. While the
+        run ids stay the same, the store learns when they were last seen so, and keeps
+        the facts relayed up to ``RELAYED_KEEP_MS`` before then for a relay again."""
         while not stop.is_set():
             await asyncio.sleep(WATCH_SECONDS)
             try:
+                asked_ms = int(time.time() * 1000)
                 ids = await self.store.server_ids()
                 if self._server_ids is not None and ids != self._server_ids:
                     log.warning("Redis run id changed (restart or failover): checking its "
                                 "state against what this instance wrote")
                     await self._settle_quietly()
                     self._went_back(await self.store.lost_positions())
+                else:
+                    self.store.servers_seen_ms = asked_ms
                 self._server_ids = ids
             except (RedisError, OSError):
                 continue  # the apply loop reports the outage

@@ -27,6 +27,8 @@ SUFFIXES: dict[str, str] = {
     "seen_day": ":seen:",  # a: + "<day>": hash event_id -> 1 (dedup marks)
     "trend_waiting": ":trend:waiting",  # q: the waiting list's length, bucket by bucket
     "facts": ":facts",  # q: hash box -> caller facts not yet taken by every handler
+    "relayed": ":relayed",  # q: hash box -> caller facts every handler took, kept a while
+    "relayed_index": ":relayidx",  # q: zset box -> when every handler had taken it
     "callback_wait": ":cbwait",  # q: zset of waiting calls -> when they cross the threshold
     "offers": ":offers",  # q: hash offer_id -> the offer (cb_emit.lua)
     "offers_open": ":offers:open",  # q: set of open offer_ids
@@ -44,7 +46,7 @@ SUFFIXES: dict[str, str] = {
     "missed": ":missed",  # q: zset caller -> the last miss not yet recovered or lost
     "journey_done": ":jdone",  # q: zset caller -> the last miss resolved
     "journey_resolved": ":jres",  # q: hash caller -> that resolution
-    "journey_marks": ":jmark",  # q: set of the facts' tokens counted while in :facts
+    "journey_marks": ":jmark",  # q: set of the facts' tokens counted, kept with their box
     "journey_window": ":jw",  # q: hash "<bucket>:<figure>" -> count
     "journey_total": ":jtotal",  # q: hash lost -> callers lost since the start
     "journey": ":j",  # c: the caller's journey (apply_journey.lua)

@@ -132,7 +132,18 @@ class OfferStore:
 
     async def offer(self, queue_id: str, offer_id: str) -> dict[str, Any] | None:
         raw = await self.store.client.hget(self.keys.queue_key(queue_id, "offers"), offer_id)
-        return None if raw is None else dict(json.loads(raw))
+        return _offer(raw)
+
+    async def offers(self, wanted: list[tuple[str, str]]) -> list[dict[str, Any] | None]:
+        """The queue's side of each (queue_id, offer_id) (see cb_emit.lua), None where no
+        such offer was made, in one round trip."""
+        if not wanted:
+            return []
+        pipe = self.store.client.pipeline(transaction=False)
+        for queue_id, offer_id in wanted:
+            pipe.hget(self.keys.queue_key(queue_id, "offers"), offer_id)
+        replies: list[Any] = await pipe.execute()
+        return [_offer(raw) for raw in replies]
 
     async def attempt(self, queue_id: str, **attempt: Any) -> str:
         """"reached", "retry", "unreached", or "" (taken before, or no such open offer)."""
@@ -145,3 +156,7 @@ class OfferStore:
         reply = await self.store.scripts.run([("cb_cancel", self.keys.queue(queue_id), offer_id,
                                             msg_id, payload, str(now_ms))])
         return bool(reply[0])
+
+
+def _offer(raw: str | bytes | None) -> dict[str, Any] | None:
+    return None if raw is None else dict(json.loads(raw))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +26,7 @@ from stream.state.client import Redis, connect_redis
 from stream.state.keys import KeySpace
 from stream.state.outgoing import Outgoing
 from stream.state.rows import AGENTS, CallerFact, StateBatch
-from stream.state.scripts import Scripts
+from stream.state.scripts import ScriptCall, Scripts
 from stream.state.wire import dumps
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,14 @@ IDLE_MS = 24 * 3600 * 1000
 BUCKET_TTL_EXTRA_S = 360
 #: A queue's journey counts of the last day sit in buckets this long (at most 1/30 of it).
 JOURNEY_BUCKET_MS = 30 * 60 * 1000
+#: Caller facts every handler took stay in their queue's slot (:relayed) this long after
+#: the last moment every Redis server was seen to be the process it had been: should one
+#: come back without its last writes (a replica promoted that lagged, an AOF cut by a
+#: crash), they are relayed again, and what the callers' slots there lost of them is
+#: taken again. Writes missing from up to this long before that moment are mended: a
+#: healthy replica lags by milliseconds, AOF everysec loses at most 2 s, and a server that
+#: does not answer stops the clock (its facts are kept until it is back).
+RELAYED_KEEP_MS = 60_000
 #: How a script says that one row of its batch cannot be applied (see apply_queue.lua).
 _ROW_FAILED = "CSAPPLY "
 
@@ -133,6 +141,9 @@ class StateStore:
         self._admitted_agents: set[str] = set()
         #: when this instance last found Redis without writes it had made (wall ms)
         self.went_back_at_ms: int | None = None
+        #: when every Redis server was last seen to be the process it had been (wall ms;
+        #: set by the consumer's run id watcher; None: not watched, now is taken)
+        self.servers_seen_ms: int | None = None
 
     @classmethod
     async def connect(cls, url: str, windows: list[tuple[int, int]], keys: KeySpace,
@@ -292,9 +303,11 @@ class StateStore:
         queue and agent ids forgotten."""
         queue_ids = await self.queue_ids()
         config = json.dumps({"now": now_ms, "leg_ttl_ms": LEG_TTL_MS, "idle_ms": IDLE_MS})
-        replies = await self.scripts.run([("sweep_queue", self.keys.queue(q), config)
-                                       for q in queue_ids]) if queue_ids else []
-        idle = [q for q, gone in zip(queue_ids, replies, strict=True) if gone]
+        # The relayed facts of queues that take none any more leave on time too.
+        replies = await self.scripts.run(
+            [("sweep_queue", self.keys.queue(q), config) for q in queue_ids]
+            + self._facts_taken(dict.fromkeys(queue_ids, ()))) if queue_ids else []
+        idle = [q for q, gone in zip(queue_ids, replies[:len(queue_ids)], strict=True) if gone]
         cutoff = str(now_ms - IDLE_MS)
         if idle:
             await self.scripts.run([("forget", self.keys.queue_index, cutoff, *idle)])
@@ -307,11 +320,18 @@ class StateStore:
 
     async def pending_caller_facts(self, queue_ids: list[str]) -> list[CallerFact]:
         """Facts still in the queues' outboxes (a crash between a batch and their relay)."""
+        return await self._boxed_facts(queue_ids, "facts")
+
+    async def relayed_caller_facts(self, queue_ids: list[str]) -> list[CallerFact]:
+        """Facts every handler took lately, kept for a relay again (``RELAYED_KEEP_MS``)."""
+        return await self._boxed_facts(queue_ids, "relayed")
+
+    async def _boxed_facts(self, queue_ids: list[str], name: str) -> list[CallerFact]:
         if not queue_ids:
             return []
         pipe = self.client.pipeline(transaction=False)
         for q in queue_ids:
-            pipe.hvals(self.keys.queue_key(q, "facts"))
+            pipe.hvals(self.keys.queue_key(q, name))
         replies = await pipe.execute()
         facts = []
         for q, boxes in zip(queue_ids, replies, strict=True):
@@ -323,19 +343,24 @@ class StateStore:
         return facts
 
     async def drop_caller_facts(self, facts: list[CallerFact]) -> None:
-        """Every handler took these facts: their boxes leave the outboxes."""
-        by_queue: dict[str, tuple[set[str], set[str]]] = {}
-        for queue_id, token, what, _, _, _, _, box in facts:
-            sets = by_queue.get(queue_id)
-            if sets is None:
-                sets = by_queue[queue_id] = (set(), set())
-            sets[0].add(box)
-            if what == "queued":  # only these may have been counted as repeat calls
-                sets[1].add(token)
-        await self.scripts.run([
-            ("facts_taken", self.keys.queue(q),
-             dumps({"boxes": sorted(boxes), "tokens": sorted(tokens)}))
-            for q, (boxes, tokens) in by_queue.items()])
+        """Every handler took these facts: their boxes leave the outboxes, and are kept
+        for a relay again (:meth:`relayed_caller_facts`)."""
+        by_queue: dict[str, set[str]] = {}
+        for queue_id, _, _, _, _, _, _, box in facts:
+            boxes = by_queue.get(queue_id)
+            if boxes is None:
+                boxes = by_queue[queue_id] = set()
+            boxes.add(box)
+        await self.scripts.run(self._facts_taken(by_queue))
+
+    def _facts_taken(self, by_queue: Mapping[str, Iterable[str]]) -> list[ScriptCall]:
+        """The calls that move these boxes from the queues' outboxes to what is relayed
+        again, and prune what was relayed longer ago than anything lost can be."""
+        now_ms = int(time.time() * 1000)
+        seen_ms = now_ms if self.servers_seen_ms is None else self.servers_seen_ms
+        config = {"now": now_ms, "prune_before": seen_ms - RELAYED_KEEP_MS}
+        return [("facts_taken", self.keys.queue(q), dumps(config | {"boxes": sorted(boxes)}))
+                for q, boxes in by_queue.items()]
 
     # -- outgoing messages (see publish_once.py) -----------------------------------------
 

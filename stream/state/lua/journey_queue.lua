@@ -8,10 +8,11 @@
 --          of their fact last)
 --
 -- Each kind is recorded once, however often it comes:
---   r     counted only while its fact's box is still in :facts and its token not yet in
---         :jmark (the box leaves :facts, and its tokens :jmark, once every handler has
---         taken it: facts_taken.lua); offered calls with a caller (c) are counted by
---         apply_queue.lua
+--   r     counted only while its fact's box is still in :facts or :relayed and its
+--         token not yet in :jmark (the box moves from :facts to :relayed once every
+--         handler has taken it, and leaves :relayed, its tokens :jmark with it, when no
+--         relay can bring it again: facts_taken.lua); offered calls with a caller (c) are
+--         counted by apply_queue.lua
 --   m     the caller joins :missed, unless :jdone says this miss is resolved already
 --   R, L  resolve the caller's miss at ts: counted unless :jdone holds ts or later, so
 --         a resolution that comes before its miss, or twice, counts once; an R for the
@@ -26,7 +27,7 @@
 --   :jdone   zset caller -> ts of the last miss resolved (recovered or lost); kept until
 --            the miss is a day and an hour old
 --   :jres    hash caller -> "kind|at|recovery_ms" of that resolution (pruned with :jdone)
---   :jmark   set of the tokens of facts counted here while they are in :facts
+--   :jmark   set of the tokens of facts counted here while they are in :facts or :relayed
 --   :jw      hash "<bucket>:<figure>" -> count, bucket = floor(ts / bucket_ms); figures:
 --            c offered calls with a caller, r repeat calls, R recovered, Rms summed time
 --            to recovery (ms), L lost; fields older than a day and a bucket are pruned
@@ -45,6 +46,11 @@ local lost = 0
 local NONE = -math.huge
 
 local function int(x) return string.format('%.0f', x) end
+-- Whether a fact's box is still in the outbox, or kept there since it was taken.
+local function held(box)
+  return redis.call('HEXISTS', prefix .. K.facts, box) == 1
+    or redis.call('HEXISTS', prefix .. K.relayed, box) == 1
+end
 local function add(at, figure, amount)
   local field = int(math.floor(at / cfg.bucket_ms)) .. ':' .. figure
   counts[field] = (counts[field] or 0) + amount
@@ -92,7 +98,7 @@ end
 for _, e in ipairs(rows) do
   local caller, token, kind, ts, at, recovery = e[1], e[3], e[4], e[5], e[6], e[7]
   if kind == 'r' then
-    if not marks[token] and redis.call('HEXISTS', prefix .. K.facts, e[8]) == 1
+    if not marks[token] and held(e[8])
         and redis.call('SISMEMBER', prefix .. K.journey_marks, token) == 0 then
       marks[token] = true
       add(ts, 'r', 1)

@@ -26,7 +26,7 @@ from stream.ingest.checkpoint import relay
 from stream.state.journeys import JourneyStore
 from stream.state.keys import KeySpace
 from stream.state.rows import CallerFact
-from stream.state.store import QueueRules, StateStore
+from stream.state.store import RELAYED_KEEP_MS, QueueRules, StateStore
 from stream.timefmt import rfc3339 as iso
 
 HOUR = 3600.0
@@ -75,6 +75,11 @@ class Journeys:
         """What the janitor does: relay the facts still in the queues' outboxes."""
         facts = await self.store.pending_caller_facts(await self.store.queue_ids())
         await relay(self.store, [self.handler], facts, int(time.time() * 1000))
+
+    async def again(self) -> None:
+        """What the consumer does after Redis went back: the facts relayed lately, again."""
+        facts = await self.store.relayed_caller_facts(await self.store.queue_ids())
+        await self.handler.take_again(facts, int(time.time() * 1000))
 
     async def keep(self, now_ms: int) -> None:
         """One round of the lost-caller keeper at ``now_ms``."""
@@ -320,6 +325,44 @@ async def test_duplicates_disorder_and_relays_again_change_nothing(journeys: Jou
     figures = await journeys.figures("sales", 500)
     assert states(figures) == states(expected)
     assert figures["offered_with_caller"] == expected["offered_with_caller"] + 1
+
+
+async def test_facts_taken_again_mend_a_lost_journey_and_count_nothing_twice(
+        journeys: Journeys) -> None:
+    """The server holding a caller's keys came back without its last writes (a replica
+    promoted that lagged), its queue's on another: the facts the queue kept since every
+    handler took them are taken again. What survived counts once; what was lost is
+    decided again, and the caller's next calls find the journey as it was."""
+    await journeys.apply(queued("c1", 0), answered("c1", 20))
+    await journeys.apply(queued("c2", 100), abandoned("c2", 130))  # a repeat call, missed
+    figures = await journeys.figures("sales", 200)
+    assert figures["repeat_calls"] == 1 and states(figures) == (1, 0, 0)
+    client = journeys.store.client
+    await client.delete(*await client.keys(journeys.store.keys.caller("442079460001") + "*"))
+    await journeys.again()
+    await journeys.again()
+    await journeys.apply(queued("c3", 300), answered("c3", 320))
+    figures = await journeys.figures("sales", 400)
+    assert figures["repeat_calls"] == 2 and states(figures) == (0, 1, 0)
+    assert figures["recovery_seconds"] == pytest.approx(190)
+
+
+async def test_relayed_facts_leave_once_no_loss_can_want_them(journeys: Journeys) -> None:
+    """Kept since taken for a relay again, until the servers were seen unchanged for
+    RELAYED_KEEP_MS; then they leave, with the marks of their repeat calls, also from a
+    queue that takes no more facts (the janitor's sweep)."""
+    await journeys.apply(queued("c1", 0), answered("c1", 20))
+    await journeys.apply(queued("c2", 100))  # a repeat call: marked
+    client, keys = journeys.store.client, journeys.store.keys
+    assert await client.hlen(keys.queue_key("sales", "facts")) == 0
+    assert await client.hlen(keys.queue_key("sales", "relayed")) == 2
+    assert await client.scard(keys.queue_key("sales", "journey_marks")) == 1
+    journeys.store.servers_seen_ms = int(time.time() * 1000) + RELAYED_KEEP_MS + 1
+    await journeys.store.sweep(int(time.time() * 1000))
+    assert await client.exists(keys.queue_key("sales", "relayed"),
+                               keys.queue_key("sales", "relayed_index"),
+                               keys.queue_key("sales", "journey_marks")) == 0
+    assert (await journeys.figures("sales", 200))["repeat_calls"] == 1
 
 
 async def test_an_older_miss_relayed_late_leaves_the_later_recovery(journeys: Journeys
